@@ -1,0 +1,35 @@
+# micropython-ota: every target sets up what it needs itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test soak bench demo mpy setup clean
+
+$(STAMP): requirements-dev.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(STAMP)
+	tools/ensure-mosquitto.sh
+
+test: setup
+	$(BIN)/pytest -q tests/host
+
+soak: setup
+	OTA_SOAK=1 $(BIN)/pytest -q tests/host -k "soak or campaign"
+
+bench: setup
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+mpy: setup
+	$(BIN)/python -m tools mpy
+
+demo: setup
+	@echo "make demo: not yet (see the open issue for the demo)"
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

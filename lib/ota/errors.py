@@ -1,0 +1,48 @@
+"""Typed OTA errors. Each carries a short reason code that status reports publish as is."""
+
+# Reason codes are stable strings: status reports, the audit log and docs use them verbatim.
+
+
+class OTAError(Exception):
+    """Base of every refusal; `reason` is the code a status report carries."""
+
+    reason = "error"
+
+    def __init__(self, reason=None, detail=""):
+        if reason:
+            self.reason = reason
+        super().__init__(self.reason, detail)
+
+    @property
+    def detail(self):
+        return self.args[1]
+
+
+class FormatError(OTAError):
+    """Malformed input: a manifest, signature, key or message that does not parse."""
+
+    reason = "bad_format"
+
+
+class SignatureError(OTAError):
+    """The signature does not verify against any trusted key."""
+
+    reason = "bad_signature"
+
+
+class PolicyError(OTAError):
+    """Authentic but not acceptable here: wrong board, downgrade, expired, too large."""
+
+    reason = "policy"
+
+
+class IntegrityError(OTAError):
+    """What is in flash does not match the manifest's digest or size."""
+
+    reason = "bad_digest"
+
+
+class StateError(OTAError):
+    """The device is not in a state to take this update (unconfirmed image, other update)."""
+
+    reason = "bad_state"

@@ -1,0 +1,49 @@
+"""The `mpota` command: one CLI, one module per family of subcommands.
+
+Each `tools/cmd_*.py` module defines `register(subparsers)`, adding its subcommands with
+`set_defaults(func=...)`. A subcommand returns an exit code (0 on success); errors that the user
+can fix raise `CliError`, printed as one line with exit code 2. Exit code 1 means "checked and
+refused" (a signature that does not verify, a rollout that halted).
+"""
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import tools
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; the message says what to do."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mpota",
+        description="Secure over-the-air updates for MicroPython devices: make keys, sign and "
+        "publish releases, roll them out and watch the fleet.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(tools.__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module("tools." + info.name).register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or EXIT_OK
+    except CliError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
