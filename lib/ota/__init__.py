@@ -1,3 +1,30 @@
-"""micropython-ota: signed firmware updates over MQTT with trial boot and rollback."""
+"""micropython-ota: signed firmware updates with trial boot and rollback.
+
+The public API is small; each call imports only what it needs, to spare RAM:
+
+    import ota
+    ota.boot()                  # in boot.py: arms the watchdog on a trial boot
+    ota.confirm([check, ...])   # in main.py, once the application is healthy
+    ota.feed()                  # in the application's loop while on trial
+
+The updater core is `ota.updater.Updater`; the MQTT transport is `ota.transport`."""
 
 __version__ = "0.1.0"
+
+
+def boot(wdt_ms=30000, confirm_within_ms=300000):
+    from ota import trial
+
+    return trial.on_boot(wdt_ms, confirm_within_ms)
+
+
+def confirm(checks=()):
+    from ota import trial
+
+    return trial.confirm(checks)
+
+
+def feed():
+    from ota import trial
+
+    trial.feed()

@@ -1,0 +1,35 @@
+"""What this device has installed and refused, kept across reboots and firmware changes.
+
+`counter` is the anti-downgrade floor: the security counter of the last confirmed release.
+`failed` remembers releases that rolled back, so a retained bad release is not tried forever."""
+import json
+
+from ota import store
+
+_NAME = "history"
+_MAX_FAILED = 4
+
+
+def load():
+    data = store.read(_NAME)
+    return json.loads(data) if data else {"counter": 0, "release": None, "failed": []}
+
+
+def save(history):
+    store.write(_NAME, json.dumps(history).encode())
+
+
+def confirmed(release, counter):
+    history = load()
+    history["release"] = release
+    history["counter"] = max(history["counter"], counter)
+    if release in history["failed"]:
+        history["failed"].remove(release)
+    save(history)
+
+
+def failed(release):
+    history = load()
+    if release and release not in history["failed"]:
+        history["failed"] = (history["failed"] + [release])[-_MAX_FAILED:]
+        save(history)

@@ -1,0 +1,76 @@
+"""The download's progress record: which release, which slot sectors are erased, which chunks
+are in flash. Saved with `store` (old or new after a power cut, never torn).
+
+Invariant that makes resuming safe: a chunk is marked received only in a record that also marks
+its sectors erased. A chunk written but not yet recorded is simply written again: NOR writes of
+the same bytes over themselves change nothing."""
+import struct
+
+from ota import store
+from ota.errors import FormatError
+
+_NAME = "progress"
+_MAGIC = b"OTP1"
+_HEADER = "<4s8sIHH"  # magic, release id, security counter, chunk count, sector count
+_HEADER_SIZE = struct.calcsize(_HEADER)
+
+
+def _bitmap(count):
+    return bytearray((count + 7) // 8)
+
+
+def test_bit(bitmap, index):
+    return bitmap[index >> 3] & (1 << (index & 7))
+
+
+def set_bit(bitmap, index):
+    bitmap[index >> 3] |= 1 << (index & 7)
+
+
+class Progress:
+    """Bitmaps of erased sectors and received chunks for one release."""
+
+    def __init__(self, release, counter, chunk_count, sector_count):
+        self.release = release  # 16 hex chars
+        self.counter = counter
+        self.chunk_count = chunk_count
+        self.sector_count = sector_count
+        self.erased = _bitmap(sector_count)
+        self.received = _bitmap(chunk_count)
+
+    def complete(self):
+        return not self.missing(1)
+
+    def received_count(self):
+        return sum(1 for i in range(self.chunk_count) if test_bit(self.received, i))
+
+    def missing(self, limit):
+        out = []
+        for i in range(self.chunk_count):
+            if not test_bit(self.received, i):
+                out.append(i)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def save(self):
+        head = struct.pack(_HEADER, _MAGIC, bytes.fromhex(self.release), self.counter, self.chunk_count, self.sector_count)
+        store.write(_NAME, head + self.erased + self.received)
+
+    @classmethod
+    def load(cls):
+        """The saved record, or None when there is none (or it cannot be trusted)."""
+        data = store.read(_NAME)
+        if data is None or len(data) < _HEADER_SIZE:
+            return None
+        magic, release, counter, chunks, sectors = struct.unpack(_HEADER, data[:_HEADER_SIZE])
+        self = cls(release.hex(), counter, chunks, sectors)
+        if magic != _MAGIC or len(data) != _HEADER_SIZE + len(self.erased) + len(self.received):
+            raise FormatError("bad_state", "progress record")
+        self.erased[:] = data[_HEADER_SIZE : _HEADER_SIZE + len(self.erased)]
+        self.received[:] = data[_HEADER_SIZE + len(self.erased) :]
+        return self
+
+    @staticmethod
+    def clear():
+        store.remove(_NAME)

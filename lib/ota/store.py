@@ -1,0 +1,54 @@
+"""Small state files that survive a power cut whole: each is either the old or the new version.
+
+A file is written beside its final name and renamed over it; littlefs (the ESP32 and rp2 default)
+renames atomically. A CRC-32 trailer catches a torn file on filesystems that do not."""
+import os
+import struct
+from binascii import crc32
+
+STATE_DIR = "ota"
+MANIFEST = "manifest"  # the signed manifest of the download in progress
+PENDING = "pending"  # the install in flight: written just before set_boot()
+
+
+def path(name):
+    return STATE_DIR + "/" + name
+
+
+def _ensure_dir():
+    try:
+        os.mkdir(STATE_DIR)
+    except OSError:
+        pass  # already there
+
+
+def write(name, data):
+    _ensure_dir()
+    final = path(name)
+    tmp = final + ".new"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.write(struct.pack("<I", crc32(data)))
+    os.rename(tmp, final)
+
+
+def read(name):
+    """The file's content, or None when it is missing or torn."""
+    try:
+        with open(path(name), "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    if len(blob) < 4:
+        return None
+    data = blob[:-4]
+    if struct.unpack("<I", blob[-4:])[0] != crc32(data):
+        return None
+    return data
+
+
+def remove(name):
+    try:
+        os.remove(path(name))
+    except OSError:
+        pass  # already gone

@@ -1,0 +1,112 @@
+"""Trial boot: a new image runs under a watchdog until it proves itself, or it rolls back.
+
+boot.py calls `on_boot()`. On the first boot of a new image (otadata: PENDING_VERIFY) it arms
+`machine.WDT`; the application then calls `confirm(checks)` once it is healthy (the broker is
+reachable again, its own checks pass). A hang (watchdog), a failed check, a crash loop or a
+missed deadline resets the board before confirmation, and the bootloader boots the old image,
+which reports `rolled_back` with the reason it can tell. The accounting lives in a file because
+reset causes are not reliable on every port (rp2 reports WDT_RESET for machine.reset())."""
+import json
+import time
+
+import esp32
+import machine
+
+from ota import events, history, otadata, store
+from ota.progress import Progress
+from ota.slot import app_version
+
+_CAUSES = {
+    machine.WDT_RESET: "watchdog",
+    machine.HARD_RESET: "reset",
+    machine.PWRON_RESET: "power_loss",
+}
+
+_wdt = None
+_deadline = None
+
+
+def _pending():
+    data = store.read(store.PENDING)
+    return json.loads(data) if data else None
+
+
+def on_boot(wdt_ms=30000, confirm_within_ms=300000):
+    """Arm the watchdog on a trial boot and settle what the last install led to.
+    Returns True on a trial boot."""
+    global _wdt, _deadline
+    running = esp32.Partition(esp32.Partition.RUNNING)
+    index = otadata.slot_index(running)
+    version = app_version(running)
+    slot = running.info()[4]
+    pending = _pending()
+    if otadata.running_state() == otadata.PENDING_VERIFY:
+        _wdt = machine.WDT(timeout=wdt_ms)
+        _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
+        events.emit("trial", release=pending and pending["release"], version=version, slot=slot, progress=100)
+        return True
+    events.emit("booted", version=version, slot=slot)
+    if pending is None:
+        return False
+    if pending["slot"] == index:
+        _confirmed(pending)  # confirmed, but the power went before the books were closed
+        return False
+    seq, state = otadata.newest(pending["slot"])
+    if seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID):
+        reason = pending.get("reason") or _CAUSES.get(machine.reset_cause(), "reset")
+        history.failed(pending["release"])
+        Progress.clear()
+        events.emit("rolled_back", release=pending["release"], version=version, reason=reason)
+    # else set_boot() never completed: the download is still whole, the updater finishes it again
+    store.remove(store.PENDING)
+    return False
+
+
+def in_trial():
+    return _wdt is not None
+
+
+def feed():
+    """Feed the trial watchdog; past the confirmation deadline, give up and roll back."""
+    if _wdt is None:
+        return
+    if time.ticks_diff(time.ticks_ms(), _deadline) > 0:
+        _fail("confirm_timeout")
+    _wdt.feed()
+
+
+def confirm(checks=()):
+    """Mark the running image valid if every check returns True; otherwise roll back now.
+    Returns True when the image is (now or already) confirmed."""
+    if otadata.running_state() != otadata.PENDING_VERIFY:
+        return True
+    for check in checks:
+        try:
+            ok = check()
+        except Exception:
+            ok = False
+        if not ok:
+            _fail("health_check_failed")
+    esp32.Partition.mark_app_valid_cancel_rollback()
+    _confirmed(_pending())
+    return True
+
+
+def _confirmed(pending):
+    running = esp32.Partition(esp32.Partition.RUNNING)
+    release = pending and pending["release"]
+    if pending:
+        history.confirmed(release, pending["counter"])
+    Progress.clear()
+    store.remove(store.MANIFEST)
+    store.remove(store.PENDING)
+    events.emit("confirmed", release=release, version=app_version(running), slot=running.info()[4], reason=None)
+
+
+def _fail(reason):
+    pending = _pending()
+    if pending:
+        pending["reason"] = reason
+        store.write(store.PENDING, json.dumps(pending).encode())
+    events.emit("trial_failed", release=pending and pending["release"], reason=reason)
+    machine.reset()
