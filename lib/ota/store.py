@@ -6,7 +6,7 @@ import os
 import struct
 from binascii import crc32
 
-STATE_DIR = "ota"
+STATE_DIR = ".ota"  # not an identifier: it can never shadow the `ota` package on sys.path
 MANIFEST = "manifest"  # the signed manifest of the download in progress
 PENDING = "pending"  # the install in flight: written just before set_boot()
 
