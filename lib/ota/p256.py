@@ -47,8 +47,8 @@ def _inv(a, m):
     # Extended Euclid: pow(a, -1, m) returns 0 on MicroPython and pow(a, m-2, m) is 5x slower.
     x0, x1, b = 0, 1, m
     while a:
-        q = b // a
-        b, a = a, b - q * a
+        q, r = divmod(b, a)
+        b, a = a, r
         x0, x1 = x1, x0 - q * x1
     return x0 % m
 
@@ -96,8 +96,8 @@ def _column(k, pos, d, teeth):
 def verify(digest, signature, key, tick=None):
     """True if the DER `signature` over the 32-byte `digest` is valid for `key`, else False.
 
-    `key` carries comb tables `g` and `q` (flat x, y ints of entries 1..2**teeth-1) and
-    `teeth`, as `ota.trust.Key` does; the key must have been checked on the curve when loaded.
+    `key` carries comb tables `g` and `q` (memoryviews of entries 1..2**teeth-1, 64-byte
+    big-endian x||y each) and `teeth`, as `ota.trust.Key` does; the key must have been checked on the curve when loaded.
     `tick()`, if given, is called every few hundred field operations (to feed a watchdog)."""
     if len(digest) != 32:
         raise ValueError("digest")
@@ -117,12 +117,12 @@ def verify(digest, signature, key, tick=None):
     for i in range(d - 1, -1, -1):
         if Z:
             X, Y, Z = _dbl(X, Y, Z)
-        j = _column(u1, i, d, teeth) << 1
+        j = _column(u1, i, d, teeth) << 6
         if j:
-            X, Y, Z = _add(X, Y, Z, g[j - 2], g[j - 1])
-        j = _column(u2, i, d, teeth) << 1
+            X, Y, Z = _add(X, Y, Z, int.from_bytes(g[j - 64:j - 32], "big"), int.from_bytes(g[j - 32:j], "big"))
+        j = _column(u2, i, d, teeth) << 6
         if j:
-            X, Y, Z = _add(X, Y, Z, q[j - 2], q[j - 1])
+            X, Y, Z = _add(X, Y, Z, int.from_bytes(q[j - 64:j - 32], "big"), int.from_bytes(q[j - 32:j], "big"))
         if tick and not i % _TICK_COLUMNS:
             tick()
     if not Z:
