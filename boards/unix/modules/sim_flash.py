@@ -1,0 +1,173 @@
+"""The simulated 4 MiB SPI NOR flash of an ESP32 and its partition table.
+
+Shared by the device (MicroPython) and the host supervisor (CPython), so it uses only what
+both have. The flash is one host file; every write goes straight to it (no buffering), so a
+power cut (SIGKILL) leaves exactly what was written so far. Errors are the OSError values the
+esp32 port raises: OSError(-esp_err, name).
+"""
+import sys
+
+FLASH_SIZE = 0x400000
+SECTOR = 4096
+PAGE = 256  # a NOR page program: the unit a power cut can split a write into
+
+TYPE_APP = 0
+TYPE_DATA = 1
+SUBTYPE_ANY = 0xFF
+APP_OTA_0 = 0x10
+
+ESP_FAIL = -1
+ESP_ERR_INVALID_ARG = 0x102
+ESP_ERR_INVALID_SIZE = 0x104
+ESP_ERR_NOT_FOUND = 0x105
+ESP_ERR_OTA_VALIDATE_FAILED = 0x1503
+_NAMES = {
+    ESP_FAIL: "ESP_FAIL",
+    ESP_ERR_INVALID_ARG: "ESP_ERR_INVALID_ARG",
+    ESP_ERR_INVALID_SIZE: "ESP_ERR_INVALID_SIZE",
+    ESP_ERR_NOT_FOUND: "ESP_ERR_NOT_FOUND",
+    ESP_ERR_OTA_VALIDATE_FAILED: "ESP_ERR_OTA_VALIDATE_FAILED",
+}
+
+_APP_SUBTYPES = {"factory": 0x00, "test": 0x20}
+_DATA_SUBTYPES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04,
+                  "efuse": 0x05, "undefined": 0x06, "esphttpd": 0x80, "fat": 0x81,
+                  "spiffs": 0x82, "littlefs": 0x83}
+
+
+def esp_error(code):
+    """The exception MicroPython's check_esp_err() raises for an esp_err_t."""
+    return OSError(-code, _NAMES.get(code, "ESP_ERR_0x%x" % code))
+
+
+def _number(text):
+    text = text.strip().lower()
+    scale = 1
+    if text.endswith("k"):
+        scale, text = 1024, text[:-1]
+    elif text.endswith("m"):
+        scale, text = 1024 * 1024, text[:-1]
+    return int(text, 0) * scale
+
+
+def _subtype(ptype, text):
+    text = text.strip().lower()
+    if ptype == TYPE_APP:
+        if text.startswith("ota_"):
+            return APP_OTA_0 + int(text[4:])
+        if text in _APP_SUBTYPES:
+            return _APP_SUBTYPES[text]
+    elif text in _DATA_SUBTYPES:
+        return _DATA_SUBTYPES[text]
+    return _number(text)
+
+
+def load_table(path):
+    """Parse an ESP-IDF partition CSV into a list of (label, type, subtype, address, size)."""
+    table = []
+    offset = 0x9000  # after the partition table at 0x8000
+    with open(path) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            cols = [c.strip() for c in line.split(",")]
+            label, ptype = cols[0], cols[1].lower()
+            ptype = TYPE_APP if ptype == "app" else TYPE_DATA if ptype == "data" else _number(ptype)
+            align = 0x10000 if ptype == TYPE_APP else SECTOR
+            addr = _number(cols[3]) if cols[3] else (offset + align - 1) // align * align
+            size = _number(cols[4])
+            table.append((label, ptype, _subtype(ptype, cols[2]), addr, size))
+            offset = addr + size
+    return table
+
+
+def find(table, ptype=TYPE_APP, subtype=SUBTYPE_ANY, label=None):
+    """esp_partition_find(): matching rows in table order."""
+    return [p for p in table if p[1] == ptype and subtype in (SUBTYPE_ANY, p[2])
+            and (label is None or p[0] == label)]
+
+
+def ota_slots(table):
+    """The OTA app partitions ordered by slot number (ota_0, ota_1, ...)."""
+    slots = [p for p in table if p[1] == TYPE_APP and APP_OTA_0 <= p[2] < APP_OTA_0 + 16]
+    return sorted(slots, key=lambda p: p[2])
+
+
+class Flash:
+    """A NOR flash in a host file: writes can only clear bits, erase sets a sector to 0xFF."""
+
+    def __init__(self, path):
+        if sys.implementation.name == "micropython":
+            self._f = open(path, "r+b")  # the unix port's files are unbuffered already
+        else:
+            self._f = open(path, "r+b", buffering=0)
+        self._page = bytearray(PAGE)
+        self._erased = b"\xff" * SECTOR
+
+    def close(self):
+        self._f.close()
+
+    def read(self, addr, buf):
+        """Fill buf from addr."""
+        self._f.seek(addr)
+        mv = memoryview(buf)
+        got = 0
+        while got < len(mv):
+            n = self._f.readinto(mv[got:])
+            if not n:
+                raise OSError(5, "flash file too short")
+            got += n
+
+    def write(self, addr, data):
+        """Program data at addr one NOR page at a time: new = old AND data."""
+        data = memoryview(data)
+        done = 0
+        while done < len(data):
+            n = min(PAGE - (addr + done) % PAGE, len(data) - done)
+            old = memoryview(self._page)[:n]
+            self.read(addr + done, old)
+            chunk = data[done:done + n]
+            if old != self._erased[:n]:
+                chunk = (int.from_bytes(old, "big") & int.from_bytes(chunk, "big")).to_bytes(n, "big")
+            self._f.seek(addr + done)
+            self._f.write(chunk)
+            done += n
+
+    def erase(self, addr, size):
+        """Set whole sectors to 0xFF (addr and size are sector multiples)."""
+        for a in range(addr, addr + size, SECTOR):
+            self._f.seek(a)
+            self._f.write(self._erased)
+
+
+class PartitionIO:
+    """esp_partition_read/write/erase_range on one table row, with ESP-IDF's argument checks."""
+
+    def __init__(self, flash, row):
+        self.flash = flash
+        self.row = row
+        self.address = row[3]
+        self.size = row[4]
+
+    def _check(self, offset, size):
+        if offset < 0 or offset > self.size:
+            raise esp_error(ESP_ERR_INVALID_ARG)
+        if size > self.size - offset:
+            raise esp_error(ESP_ERR_INVALID_SIZE)
+
+    def read(self, offset, buf):
+        self._check(offset, len(buf))
+        self.flash.read(self.address + offset, buf)
+
+    def write(self, offset, data):
+        self._check(offset, len(data))
+        self.flash.write(self.address + offset, data)
+
+    def erase_range(self, offset, size):
+        self._check(offset, size)
+        if size % SECTOR:
+            raise esp_error(ESP_ERR_INVALID_SIZE)
+        if offset % SECTOR:
+            raise esp_error(ESP_ERR_INVALID_ARG)
+        self.flash.erase(self.address + offset, size)
