@@ -1,0 +1,170 @@
+"""The device's manifest check (lib/ota/manifest.py) under the real MicroPython unix port, against
+blobs built and signed by the host library (tools/signing.py): every refusal and its reason."""
+import hashlib
+import json
+import os
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+import mpunix
+from tools import signing
+
+BOARD = "esp32-generic"
+SLOT = 1536 * 1024
+
+CHECK = """
+import sys, json
+from binascii import unhexlify, hexlify
+from ota import manifest, trust
+from ota.errors import OTAError
+keys = trust.load(sys.argv[1])
+out = []
+for line in open(sys.argv[2]):
+    c = json.loads(line)
+    try:
+        m = manifest.check(unhexlify(c["blob"]), keys, c["board"], c["min"], c["slot"], c["now"])
+        out.append({"ok": [m.id, m.version, m.counter, m.board, m.target, m.encoding, m.size,
+                           hexlify(m.digest).decode(), m.chunk_size, m.chunk_count, m.expiry, m.key_id]})
+    except OTAError as e:
+        out.append({"refused": e.reason, "type": type(e).__name__})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("manifest")
+    key, other = signing.generate_key(), signing.generate_key()
+    signing.write_trust_file([key.public_key()], d / "trust.bin")
+    return d, key, other
+
+
+def build(key, payload=b"x" * 5000, **kw):
+    fields = dict(board=BOARD, version="1.2.3", counter=7, chunk_size=1024, key_id=key.public_key())
+    fields.update(kw)
+    return signing.build_manifest(payload, **fields)
+
+
+def run_checks(env, cases):
+    d, _, _ = env
+    listing = d / "cases.jsonl"
+    rows = []
+    for blob, kw in cases:
+        row = {"blob": bytes(blob).hex(), "board": BOARD, "min": 7, "slot": SLOT, "now": None}
+        row.update(kw)
+        rows.append(json.dumps(row))
+    listing.write_text("\n".join(rows) + "\n")
+    return json.loads(mpunix.run(CHECK, args=[str(d / "trust.bin"), str(listing)]).stdout)
+
+
+def signing_attach_raw(tbs, key):
+    # Sign without the host's format checks, as a compromised or buggy signer could.
+    sig = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    return tbs + bytes([len(sig)]) + sig
+
+
+def test_accepts_and_reports_every_field(env):
+    _, key, _ = env
+    payload = os.urandom(3000)
+    blob = signing.sign(build(key, payload, version="v2.0-rc1", chunk_size=1000, expiry=4102444800), key)
+    host = signing.verify(blob, key.public_key())
+    (got,) = run_checks(env, [(blob, {"now": 1700000000})])
+    assert got["ok"] == [
+        hashlib.sha256(blob).hexdigest()[:16], "v2.0-rc1", 7, BOARD, "firmware", "raw", 3000,
+        hashlib.sha256(payload).hexdigest(), 1000, 3, 4102444800, signing.public_key_id(key.public_key()).hex(),
+    ]
+    assert host["id"] == got["ok"][0] and host["chunk_count"] == 3 and host["expiry"] == 4102444800
+
+
+def test_policy_refusals(env):
+    _, key, other = env
+    good = signing.sign(build(key), key)
+    expiring = signing.sign(build(key, expiry=1000), key)
+    cases = [
+        (good, {"board": "rp2-pico-w"}),
+        (good, {"min": 8}),
+        (good, {"min": 7}),  # same counter: a re-install, allowed
+        (expiring, {"now": 1000}),
+        (expiring, {"now": 999}),
+        (expiring, {"now": None}),  # no clock: no expiry check
+        (good, {"slot": 4999}),
+        (good, {"slot": 5000}),
+        (signing.sign(build(other), other), {}),  # a key the device does not trust
+        (signing.sign(build(key, key_id=other.public_key()), key), {}),  # names another key
+    ]
+    got = [r.get("refused", "ok") for r in run_checks(env, cases)]
+    assert got == ["wrong_board", "downgrade", "ok", "expired", "ok", "ok", "too_large", "ok",
+                   "unknown_key", "unknown_key"]
+
+
+def test_signature_over_other_bytes_and_flipped_bits_are_refused(env):
+    _, key, other = env
+    blob = signing.sign(build(key), key)
+    tbs_len = len(build(key))
+    cases = []
+    other_tbs = build(key, counter=99)
+    cases.append((other_tbs + blob[tbs_len:], {}))  # signature taken from another manifest
+    wrong = signing.attach(build(key), other.sign(build(key), ec.ECDSA(hashes.SHA256())))
+    cases.append((wrong, {}))
+    for bit in range(0, 8 * len(blob), 37):
+        if 8 <= bit // 8 < 16:
+            continue  # key id bits give unknown_key, checked above
+        b = bytearray(blob)
+        b[bit // 8] ^= 1 << (bit % 8)
+        cases.append((bytes(b), {}))
+    got = {r.get("refused") for r in run_checks(env, cases)}
+    assert got <= {"bad_signature", "bad_format", "unsupported"} and "bad_signature" in got
+
+
+def test_format_bounds(env):
+    _, key, _ = env
+    tbs = build(key)
+    good = signing.sign(tbs, key)
+    hdr = signing.HEADER.size
+    cases = [
+        (good[:-1], "bad_format"),  # truncated signature
+        (good + b"\x00", "bad_format"),  # trailing byte
+        (b"MOTB" + good[4:], "bad_format"),
+        (good[:100], "bad_format"),
+        (b"", "bad_format"),
+        (good + bytes(300), "bad_format"),
+        (good[:4] + b"\x02" + good[5:], "unsupported"),  # format version 2
+        (good[:6] + (len(tbs) + 1).to_bytes(2, "big") + good[8:], "bad_format"),
+        # authentic (re-signed) but malformed or unsupported fields
+        (signing_attach_raw(bytes([*tbs[:5], 2, *tbs[6:]]), key), "unsupported"),  # target 2
+        (signing_attach_raw(tbs[:16] + b"\x01" + tbs[17:], key), "unsupported"),  # encoding 1
+        (signing_attach_raw(tbs[:19] + b"\x01" + tbs[20:], key), "bad_format"),  # reserved byte
+        (signing_attach_raw(tbs[:hdr] + b"esp32 generic" + tbs[hdr + 13:], key), "bad_format"),
+        (signing_attach_raw(tbs[:hdr + 13] + b"1.2\x00" + tbs[hdr + 17:], key), "bad_format"),
+        (signing_attach_raw(tbs[:17] + b"\x0c" + tbs[18:], key), "bad_format"),  # board length
+        (signing_attach_raw(tbs[:28] + (255).to_bytes(4, "big") + tbs[32:], key), "bad_geometry"),
+        (signing_attach_raw(tbs[:28] + (65537).to_bytes(4, "big") + tbs[32:], key), "bad_geometry"),
+        (signing_attach_raw(tbs[:32] + (4).to_bytes(4, "big") + tbs[36:], key), "bad_geometry"),
+        (signing_attach_raw(tbs[:32] + (6).to_bytes(4, "big") + tbs[36:], key), "bad_geometry"),
+        (signing_attach_raw(tbs[:24] + bytes(4) + tbs[28:], key), "bad_geometry"),  # size 0
+    ]
+    got = [r.get("refused", "ok") for r in run_checks(env, [(b, {}) for b, _ in cases])]
+    assert got == [reason for _, reason in cases]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("board", ""), ("board", "x" * 33), ("board", "a b"), ("version", ""), ("version", "v" * 33),
+    ("version", "1 2"), ("counter", -1), ("counter", 2**32), ("chunk_size", 255),
+    ("chunk_size", 65537), ("expiry", 0), ("target", "app"), ("encoding", "delta"), ("key_id", b"1234567"),
+])
+def test_host_builder_refuses_out_of_bounds_fields(env, field, value):
+    _, key, _ = env
+    with pytest.raises(signing.FormatError):
+        build(key, **{field: value})
+
+
+def test_host_builder_accepts_the_bounds(env):
+    _, key, _ = env
+    tbs = build(key, payload=b"z", board="b" * 32, version="~" * 32, counter=2**32 - 1,
+                chunk_size=65536, expiry=2**40)
+    assert len(tbs) == signing.TBS_MAX
+    blob = signing.sign(tbs, key)
+    (got,) = run_checks(env, [(blob, {"board": "b" * 32, "min": 2**32 - 1})])
+    assert got["ok"][2] == 2**32 - 1 and got["ok"][9] == 1
