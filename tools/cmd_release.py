@@ -1,0 +1,112 @@
+"""`mpota manifest`, `sign`, `attach`, `verify`: make and check a signed release manifest.
+
+Online flow: `manifest` then `sign`. Offline flow: `manifest` writes the exact bytes to sign;
+sign them elsewhere (`openssl dgst -sha256 -sign key.pem`, an HSM, a cloud KMS); `attach` the
+signature; `verify` before publishing.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+
+from tools import signing
+from tools.cli import EXIT_REFUSED, CliError
+from tools.cmd_keys import read_password
+
+
+def _read(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError("cannot read %s: %s" % (path, exc.strerror))
+
+
+def manifest(args):
+    if not (args.key_id or args.pub):
+        raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
+    key_id = signing.load_public_key(args.pub) if args.pub else args.key_id
+    try:
+        tbs = signing.build_manifest(
+            _read(args.firmware), board=args.board, version=args.version, counter=args.counter,
+            chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry,
+        )
+    except (signing.FormatError, ValueError) as exc:
+        raise CliError(str(exc))
+    Path(args.out).write_bytes(tbs)
+    print("wrote %s (%d bytes to sign)" % (args.out, len(tbs)))
+
+
+def sign(args):
+    key = signing.load_private_key(args.key, None if args.no_password else read_password())
+    blob = signing.sign(_read(args.tbs), key)
+    Path(args.out).write_bytes(blob)
+    print("wrote %s (%d bytes), release id %s" % (args.out, len(blob), signing.manifest_id(blob)))
+
+
+def attach(args):
+    try:
+        blob = signing.attach(_read(args.tbs), _read(args.signature))
+    except signing.FormatError as exc:
+        raise CliError(str(exc))
+    Path(args.out).write_bytes(blob)
+    print("wrote %s (%d bytes), release id %s; check it with `mpota verify`" % (args.out, len(blob), signing.manifest_id(blob)))
+
+
+def verify(args):
+    blob = _read(args.blob)
+    try:
+        fields = signing.verify(blob, signing.load_public_key(args.pub))
+        if args.firmware:
+            payload = _read(args.firmware)
+            if len(payload) != fields["size"] or hashlib.sha256(payload).digest() != fields["digest"]:
+                raise signing.FormatError("%s does not match the manifest's size and digest" % args.firmware)
+    except (signing.FormatError, InvalidSignature) as exc:
+        print("REFUSED: %s" % (exc or "the signature does not verify"))
+        return EXIT_REFUSED
+    fields["digest"] = fields["digest"].hex()
+    print(json.dumps(fields, indent=2, sort_keys=True))
+    return 0
+
+
+def register(subparsers):
+    p = subparsers.add_parser("manifest", help="write the to-be-signed manifest for a firmware image",
+                              description="Write the manifest for FIRMWARE (a .bin or .app-bin): the exact bytes "
+                              "that get signed (docs/FORMAT.md). Then `mpota sign`, or sign elsewhere and `mpota attach`.")
+    p.add_argument("firmware")
+    p.add_argument("--board", required=True, help="board class the image is for (e.g. esp32-generic)")
+    p.add_argument("--version", required=True, help="human version, up to 32 characters")
+    p.add_argument("--counter", type=int, required=True,
+                   help="security counter: devices refuse a lower one than they have; raise it to retire old releases")
+    p.add_argument("--chunk-size", type=int, default=4096, help="transfer chunk size in bytes (256..65536, default 4096)")
+    p.add_argument("--expiry", type=int, help="Unix time after which devices with a clock refuse it")
+    p.add_argument("--pub", help="public key (PEM) of the key that will sign")
+    p.add_argument("--key-id", help="or its key id (16 hex characters, printed by keygen)")
+    p.add_argument("-o", "--out", required=True, help="file for the to-be-signed bytes")
+    p.set_defaults(func=manifest)
+
+    p = subparsers.add_parser("sign", help="sign a manifest with a private key file",
+                              description="Sign the manifest TBS with a PEM private key (password from "
+                              "$MPOTA_KEY_PASSWORD or the terminal) and write the blob devices receive.")
+    p.add_argument("tbs")
+    p.add_argument("--key", required=True, help="private key PEM")
+    p.add_argument("--no-password", action="store_true", help="the key file is not encrypted")
+    p.add_argument("-o", "--out", required=True)
+    p.set_defaults(func=sign)
+
+    p = subparsers.add_parser("attach", help="attach a signature made elsewhere (openssl, HSM, KMS)",
+                              description="Attach SIGNATURE over the manifest TBS, made elsewhere, e.g. "
+                              "`openssl dgst -sha256 -sign key.pem -out sig TBS`. Accepts DER (openssl, AWS and "
+                              "Google KMS) or 64-byte raw r||s (PKCS#11, Azure Key Vault); the blob carries strict DER.")
+    p.add_argument("tbs")
+    p.add_argument("signature")
+    p.add_argument("-o", "--out", required=True)
+    p.set_defaults(func=attach)
+
+    p = subparsers.add_parser("verify", help="check a signed manifest on the host (exit 1 if refused)",
+                              description="Check BLOB's format and signature against a public key, and "
+                              "optionally that FIRMWARE matches it; print the fields as JSON. Exit 1 if refused.")
+    p.add_argument("blob")
+    p.add_argument("--pub", required=True, help="public key PEM (or a certificate)")
+    p.add_argument("--firmware", help="also check this image's size and SHA-256")
+    p.set_defaults(func=verify)
