@@ -61,8 +61,11 @@ def segments(io, header):
     return found
 
 
-def verify(io, boot=False):
-    """Check the image in the partition behind io; return its length (hash included)."""
+def verify(io, boot=False, validate=True):
+    """Check the image in the partition behind io; return its length (hash included).
+
+    `boot` adds the bootloader's load-address check; `validate=False` is the deep-sleep fast
+    boot, which parses the header and segments but skips the checksum and the hash."""
     header = parse_header(io)
     magic, count, hash_appended = header[0], header[1], header[12]
     if magic != IMAGE_MAGIC:
@@ -76,14 +79,16 @@ def verify(io, boot=False):
     segs = segments(io, header)
     if not segs or segs[0][2] < APP_DESC_SIZE:
         raise ValueError("segment 0 too short for the app descriptor")
+    for load, offset, length in segs:
+        if _within(load, load + 1, (_DROM, _IROM)) and offset % MMU_PAGE != load % MMU_PAGE:
+            raise ValueError("segment at 0x%x not aligned with its flash page" % load)
+        if boot and not _within(load, load + length, _LOADABLE):
+            raise ValueError("segment load address 0x%x is not ESP32 memory" % load)
+    if not validate:
+        return segs[-1][1] + segs[-1][2]
     checksum = 0xEF
     buf = bytearray(SECTOR)
     for load, offset, length in segs:
-        if (load < _DROM[1] and load >= _DROM[0]) or (load < _IROM[1] and load >= _IROM[0]):
-            if offset % MMU_PAGE != load % MMU_PAGE:
-                raise ValueError("segment at 0x%x not aligned with its flash page" % load)
-        if boot and not _within(load, load + length, _LOADABLE):
-            raise ValueError("segment load address 0x%x is not ESP32 memory" % load)
         done = 0
         while done < length:
             n = min(SECTOR, length - done)

@@ -1,0 +1,244 @@
+"""The board around one simulated ESP32: power, reset lines, the watchdog, the boot loop.
+
+Each boot runs the bootloader on the flash file, extracts the loaded image's frozen modules,
+and starts the MicroPython unix port on the device's filesystem folder. The device reports
+over a pipe (see boards/unix/modules/sim_link.py): `wdt <ms>`, `feed`, `reset`,
+`deepsleep <ms>`, `soft`. The supervisor enforces the watchdog from outside and performs the
+resets. It and the device share one process group, so killing that group is a power cut.
+"""
+import ctypes
+import hashlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import simhost
+from simhost import bootloader
+import sim_flash
+from tools import fwimage
+
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+CAUSES = {PWRON_RESET: "PWRON_RESET", HARD_RESET: "HARD_RESET", WDT_RESET: "WDT_RESET",
+          DEEPSLEEP_RESET: "DEEPSLEEP_RESET", SOFT_RESET: "SOFT_RESET"}
+ESPRESSIF_OUI = bytes.fromhex("240ac4")
+
+
+def micropython_binary():
+    """The unix port next to this Python (the project venv), else the one on PATH."""
+    found = Path(sys.executable).parent / "micropython"
+    if found.exists():
+        return str(found)
+    other = shutil.which("micropython")
+    if not other:
+        raise FileNotFoundError("the micropython unix port is missing: run `make setup`")
+    return other
+
+
+def default_uid(flash_path):
+    """A MAC-like id, stable for the device's flash file."""
+    digest = hashlib.sha256(str(Path(flash_path).resolve()).encode()).digest()
+    return ESPRESSIF_OUI + digest[:3]
+
+
+def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
+    """A factory-fresh board: erased flash with `image` in ota_0 (as `esptool write-flash`
+    puts it), blank otadata, and an empty filesystem folder."""
+    slots = sim_flash.ota_slots(sim_flash.load_table(str(table_path)))
+    if len(image) > slots[0][4]:
+        raise ValueError("image of %d bytes does not fit %s (%d bytes)" % (len(image), slots[0][0], slots[0][4]))
+    flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
+    flash[slots[0][3]:slots[0][3] + len(image)] = image
+    Path(flash_path).write_bytes(flash)
+    Path(fs_dir).mkdir(parents=True, exist_ok=True)
+
+
+def _die_with_parent():
+    """Child setup: the device dies with its supervisor even if only the supervisor is killed."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    """Runs the boot loop of one device until it halts; `run()` returns the exit code."""
+
+    def __init__(self, flash, fs, *, heapsize="100K", halt_on_idle=False, max_boots=None,
+                 timeout=None, uid=None, table=simhost.PARTITIONS):
+        self.flash_path = Path(flash).resolve()
+        self.fs = Path(fs).resolve()
+        self.heapsize = heapsize
+        self.halt_on_idle = halt_on_idle
+        self.max_boots = max_boots
+        self.end = time.monotonic() + timeout if timeout else None
+        self.uid = uid or default_uid(flash)
+        self.table_path = Path(table).resolve()
+        self.table = sim_flash.load_table(str(self.table_path))
+        self.frozen = Path(str(self.flash_path) + ".frozen")
+        self.boots = 0
+        self.wdt = None  # armed timeout in seconds
+        self.deadline = None
+
+    def say(self, text):
+        print("[sim] " + text, flush=True)
+
+    def _halt(self, reason, code=0):
+        self.say("halt reason=%s boots=%d" % (reason, self.boots))
+        return code
+
+    def run(self):
+        if not self.flash_path.exists() or self.flash_path.stat().st_size != sim_flash.FLASH_SIZE:
+            raise FileNotFoundError("%s is not a 4 MiB flash file (make one with `sim new`)" % self.flash_path)
+        cause, wake = PWRON_RESET, None
+        while True:
+            if self.max_boots is not None and self.boots >= self.max_boots:
+                return self._halt("max-boots")
+            self.boots += 1
+            self.wdt = None
+            flash = sim_flash.Flash(str(self.flash_path))
+            try:
+                loaded = bootloader.boot(flash, self.table, wake)
+                for line in (loaded.log if loaded else []):
+                    self.say("bootloader: " + line)
+                if loaded is None:
+                    return self._halt("no-bootable-app", 1)
+                version = self._extract(flash, loaded.row)
+                state = bootloader.slot_state(flash, self.table, loaded.label)
+            finally:
+                flash.close()
+            self.say("boot %d slot=%s cause=%s version=%s state=%s"
+                     % (self.boots, loaded.label, CAUSES[cause], version, state))
+            outcome = self._run_vm(loaded.label, cause)
+            while outcome[0] == "soft":
+                self.say("soft reset")
+                outcome = self._run_vm(loaded.label, SOFT_RESET)
+            if outcome[0] == "idle":
+                outcome = self._idle()
+            wake = None
+            if outcome[0] == "halt":
+                return self._halt(outcome[1])
+            if outcome[0] == "timeout":
+                return self._halt("timeout", 1)
+            if outcome[0] == "deepsleep":
+                if outcome[1] == 0:
+                    return self._halt("deepsleep")
+                if not self._sleep(outcome[1] / 1000):
+                    return self._halt("timeout", 1)
+                cause, wake = DEEPSLEEP_RESET, loaded.label
+            else:
+                cause = {"reset": HARD_RESET, "wdt": WDT_RESET, "panic": HARD_RESET}[outcome[0]]
+
+    def _extract(self, flash, row):
+        """Unpack the loaded image's frozen modules; returns its version string."""
+        image = bytearray(row[4])
+        sim_flash.PartitionIO(flash, row).read(0, image)
+        shutil.rmtree(self.frozen, ignore_errors=True)
+        self.frozen.mkdir()
+        try:
+            modules = fwimage.read_modules(image)
+        except ValueError:
+            modules = {}  # an image without an archive: firmware with nothing frozen
+        for name, source in modules.items():
+            path = self.frozen / (name.replace(".", "/") + ".py")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+        try:
+            return fwimage.read_app_version(image) or "?"
+        except ValueError:
+            return "?"
+
+    def _sleep(self, seconds):
+        """Sleep, unless the run's timeout comes first (then False)."""
+        if self.end is not None and time.monotonic() + seconds > self.end:
+            time.sleep(max(0.0, self.end - time.monotonic()))
+            return False
+        time.sleep(seconds)
+        return True
+
+    def _idle(self):
+        """main.py is done and the board sits at the REPL: only the watchdog can end that."""
+        if self.wdt is not None:
+            return ("wdt",) if self._sleep(max(0.0, self.deadline - time.monotonic())) else ("timeout",)
+        if self.halt_on_idle:
+            return ("halt", "idle")
+        if self.end is None:
+            while True:
+                time.sleep(3600)
+        self._sleep(self.end - time.monotonic())
+        return ("timeout",)
+
+    def _run_vm(self, label, cause):
+        """One run of the MicroPython VM, until it ends or the board takes it down."""
+        r, w = os.pipe()
+        env = dict(os.environ)
+        env.update({
+            "MICROPYPATH": str(simhost.MODULES),
+            "OTASIM_MODULES": str(simhost.MODULES),
+            "OTASIM_FROZEN": str(self.frozen),
+            "OTASIM_FLASH": str(self.flash_path),
+            "OTASIM_PARTITIONS": str(self.table_path),
+            "OTASIM_RUNNING": label,
+            "OTASIM_RESET_CAUSE": str(cause),
+            "OTASIM_UID": self.uid.hex(),
+            "OTASIM_CTL_FD": str(w),
+        })
+        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + self.heapsize, str(simhost.PORT_MAIN)],
+                                cwd=self.fs, env=env, pass_fds=(w,), stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+        os.close(w)
+        pending = b""
+        try:
+            while True:
+                wait = 0.5
+                now = time.monotonic()
+                for limit in (self.deadline if self.wdt is not None else None, self.end):
+                    if limit is not None:
+                        wait = max(0.0, min(wait, limit - now))
+                if select.select([r], [], [], wait)[0]:
+                    data = os.read(r, 4096)
+                    if not data:
+                        return ("panic",) if proc.wait() < 0 else ("idle",)
+                    pending += data
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        outcome = self._message(line.decode(errors="replace").split())
+                        if outcome:
+                            return outcome
+                now = time.monotonic()
+                if self.wdt is not None and now >= self.deadline:
+                    return ("wdt",)
+                if self.end is not None and now >= self.end:
+                    return ("timeout",)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            os.close(r)
+
+    def _message(self, words):
+        """Act on one line from the device; an outcome ends this run of the VM."""
+        if not words:
+            return None
+        if words[0] == "wdt":
+            self.wdt = int(words[1]) / 1000
+            self.deadline = time.monotonic() + self.wdt
+        elif words[0] == "feed" and self.wdt is not None:
+            self.deadline = time.monotonic() + self.wdt
+        elif words[0] in ("reset", "soft"):
+            return (words[0],)
+        elif words[0] == "deepsleep":
+            return ("deepsleep", int(words[1]))
+        return None
+
+
+def run(flash, fs, **options):
+    """Run one device in its own process group (so killing the group is a power cut)."""
+    if os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return Supervisor(flash, fs, **options).run()

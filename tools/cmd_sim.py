@@ -1,0 +1,92 @@
+"""`mpota sim`: run simulated ESP32 boards on the MicroPython unix port.
+
+`sim image` builds a synthetic ESP32 app image whose firmware is a set of Python modules,
+`sim new` makes a factory-fresh board with that image in ota_0, and `sim run` powers it on.
+See docs/SIMULATOR.md for what is modelled.
+"""
+import sys
+from pathlib import Path
+
+from tools import fwimage
+from tools.cli import CliError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boards" / "unix"))
+from simhost import supervisor  # noqa: E402
+
+
+def _size(text):
+    text = text.strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
+    return int(text.rstrip("KM"), 0) * scale
+
+
+def cmd_image(args):
+    modules = {}
+    for spec in args.module:
+        name, sep, path = spec.partition("=")
+        if not sep or not name:
+            raise CliError("--module takes NAME=FILE, e.g. --module _boot=boot_fw.py (got %r)" % spec)
+        try:
+            modules[name] = Path(path).read_text()
+        except OSError as exc:
+            raise CliError("cannot read module %s: %s" % (name, exc))
+    try:
+        image = fwimage.build_image(args.version, modules, size=args.size, secure_version=args.secure_version)
+    except ValueError as exc:
+        raise CliError(str(exc))
+    Path(args.output).write_bytes(image)
+    print("%s: %d bytes, version %s, %d modules" % (args.output, len(image), args.version, len(modules)))
+    return 0
+
+
+def cmd_new(args):
+    try:
+        image = Path(args.firmware).read_bytes()
+        supervisor.new_device(args.flash, args.fs, image)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc))
+    print("%s: blank board with %s in ota_0; filesystem %s" % (args.flash, args.firmware, args.fs))
+    return 0
+
+
+def cmd_run(args):
+    if args.uid is not None and len(bytes.fromhex(args.uid)) != 6:
+        raise CliError("--uid takes 6 bytes in hex, e.g. 240ac4000001")
+    try:
+        return supervisor.run(args.flash, args.fs, heapsize=args.heapsize, halt_on_idle=args.halt_on_idle,
+                              max_boots=args.max_boots, timeout=args.timeout,
+                              uid=bytes.fromhex(args.uid) if args.uid else None)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc))
+
+
+def register(subparsers):
+    sim = subparsers.add_parser("sim", help="simulated ESP32 boards on the MicroPython unix port",
+                                description=__doc__)
+    sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("image", help="build a synthetic ESP32 app image from Python modules")
+    p.add_argument("--version", required=True, help="version string of the app descriptor (max 31 bytes)")
+    p.add_argument("--module", action="append", default=[], metavar="NAME=FILE",
+                   help="a frozen module of the firmware (repeatable); `_boot` runs first at boot")
+    p.add_argument("--size", type=_size, help="pad the image to this many bytes (a multiple of 16)")
+    p.add_argument("--secure-version", type=int, default=0, help="secure_version of the app descriptor")
+    p.add_argument("-o", "--output", required=True, help="image file to write")
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("new", help="make a factory-fresh board: erased flash, FIRMWARE in ota_0")
+    p.add_argument("--flash", required=True, help="flash file to create (4 MiB)")
+    p.add_argument("--fs", required=True, help="folder for the board's filesystem (boot.py, main.py, lib/)")
+    p.add_argument("--firmware", required=True, help="app image to put in ota_0, as esptool would")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("run", help="power the board on and run its boot loop")
+    p.add_argument("--flash", required=True, help="the board's flash file")
+    p.add_argument("--fs", required=True, help="the board's filesystem folder")
+    p.add_argument("--heapsize", default="100K", help="MicroPython heap (default 100K, an ESP32 without PSRAM)")
+    p.add_argument("--halt-on-idle", action="store_true",
+                   help="exit 0 when main.py has finished and no watchdog is armed")
+    p.add_argument("--max-boots", type=int, help="stop before boot N+1")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds (exit 1)")
+    p.add_argument("--uid", help="machine.unique_id() as 12 hex digits (default: derived from --flash)")
+    p.set_defaults(func=cmd_run)
