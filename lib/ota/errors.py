@@ -1,6 +1,9 @@
 """Typed OTA errors. Each carries a short reason code that status reports publish as is."""
 
 # Reason codes are stable strings: status reports, the audit log and docs use them verbatim.
+# The manifest check (docs/FORMAT.md) raises FormatError as bad_format, unsupported or
+# bad_geometry; SignatureError as bad_signature or unknown_key; PolicyError as wrong_board,
+# downgrade, expired or too_large.
 
 
 class OTAError(Exception):
