@@ -62,7 +62,7 @@ def check(blob, keys, board, min_counter, slot_size, now=None, tick=None):
     expiry check); `tick`: passed to the verifier to feed a watchdog. Raises OTAError
     subclasses with the reason codes listed in docs/FORMAT.md."""
     n = len(blob)
-    if n < _HEADER_SIZE + 3 + _SIG_MIN or n > _TBS_MAX + 1 + _SIG_MAX or blob[:4] != b"MOTA":
+    if n < _HEADER_SIZE + 3 + _SIG_MIN or n > _TBS_MAX + 1 + _SIG_MAX or bytes(blob[:4]) != b"MOTA":
         raise FormatError("bad_format", "not a manifest")
     if blob[4] != 1:
         raise FormatError("unsupported", "manifest format %d" % blob[4])
