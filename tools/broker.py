@@ -1,0 +1,168 @@
+"""The broker as host commands see it: connection options (address, TLS, credentials), a paho
+connection that publishes with acknowledgements and reads retained messages, and the topic names
+of docs/PROTOCOL.md (the host's one copy of them)."""
+import os
+import queue
+import re
+import ssl
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+
+from tools.cli import CliError
+
+DEFAULT_ROOT = "ota"
+NAME_RE = re.compile(r"[^/+#\x00]{1,64}\Z")
+
+
+# --- topics (docs/PROTOCOL.md) ----------------------------------------------------------------
+
+def _name(value, what):
+    if not NAME_RE.match(value or ""):
+        raise CliError("%s %r: 1 to 64 characters without / + # or NUL" % (what, value))
+    return value
+
+
+def target_topic(root, fleet, group=None, device=None):
+    """The manifest topic for a whole fleet, one group or one device."""
+    base = "%s/manifest/%s" % (root, _name(fleet, "fleet"))
+    if group and device:
+        raise CliError("target a group or a device, not both")
+    if group:
+        return base + "/group/" + _name(group, "group")
+    if device:
+        return base + "/device/" + _name(device, "device")
+    return base
+
+
+def release_manifest_topic(root, release):
+    return "%s/fw/%s/manifest" % (root, release)
+
+
+def chunk_topic(root, release, index):
+    return "%s/fw/%s/%d" % (root, release, index)
+
+
+def status_topic(root, device, leaf):
+    return "%s/status/%s/%s" % (root, device, leaf)
+
+
+# --- command-line options ---------------------------------------------------------------------
+
+def add_arguments(parser):
+    group = parser.add_argument_group("broker")
+    group.add_argument("--broker", default="127.0.0.1", metavar="HOST[:PORT]",
+                       help="broker address (port 1883, or 8883 with TLS)")
+    group.add_argument("--cafile", help="CA certificate (PEM) that signed the broker's certificate: turns TLS on")
+    group.add_argument("--cert", help="client certificate (PEM), for brokers that require one")
+    group.add_argument("--key", help="private key (PEM) of --cert")
+    group.add_argument("--username", help="MQTT user name")
+    group.add_argument("--password", help="MQTT password (default: $MPOTA_PASSWORD)")
+    group.add_argument("--root", default=DEFAULT_ROOT, help="first topic level of every OTA topic (default: ota)")
+
+
+def from_args(args):
+    host, _, port = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+    tls = bool(args.cafile)
+    if (args.cert or args.key) and not (args.cert and args.key and tls):
+        raise CliError("a client certificate needs --cert, --key and --cafile together")
+    try:
+        port = int(port) if port else (8883 if tls else 1883)
+    except ValueError:
+        raise CliError("--broker: bad port in %r" % args.broker) from None
+    _name(args.root, "root")
+    password = args.password if args.password is not None else os.environ.get("MPOTA_PASSWORD")
+    return Connection(host, port, cafile=args.cafile, certfile=args.cert, keyfile=args.key,
+                      username=args.username, password=password)
+
+
+# --- the connection ---------------------------------------------------------------------------
+
+class Connection:
+    """A paho client run on its own thread; use as a context manager."""
+
+    def __init__(self, host, port, *, cafile=None, certfile=None, keyfile=None, username=None, password=None,
+                 client_id=None, timeout=10.0):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "mpota-" + uuid.uuid4().hex[:12],
+                                  protocol=mqtt.MQTTv311, clean_session=True, reconnect_on_failure=False)
+        if cafile:
+            self.client.tls_set(ca_certs=cafile, certfile=certfile, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED,
+                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.messages = queue.Queue()
+        self._connected = threading.Event()
+        self._suback = threading.Event()
+        self._rc = None
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda *a: self._suback.set()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self._rc = reason_code
+        self._connected.set()
+
+    def __enter__(self):
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError("cannot reach the broker at %s:%d: %s" % (self.host, self.port, exc)) from None
+        self.client.loop_start()
+        if not self._connected.wait(self.timeout):
+            self.close()
+            raise CliError("the broker at %s:%d did not answer" % (self.host, self.port))
+        if self._rc is None or self._rc.is_failure:
+            self.close()
+            raise CliError("the broker refused the connection (%s): check --username/--password or the certificate" % self._rc)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    def publish(self, topic, payload, retain=True, qos=1):
+        """Queue one publish; returns paho's MessageInfo (`wait_for_publish`)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise CliError("publish to %s failed: %s" % (topic, mqtt.error_string(info.rc)))
+        return info
+
+    def wait(self, infos, on_done=None):
+        """Wait until every publish in `infos` is acknowledged; `on_done(n)` after each."""
+        for info in infos:
+            info.wait_for_publish(self.timeout)
+            if not info.is_published():
+                raise CliError("the broker did not acknowledge a publish within %ss (link lost?)" % self.timeout)
+            if on_done:
+                on_done(1)
+
+    def retained(self, filters, settle=0.5, want=None):
+        """{topic: payload} of the retained messages matching `filters`, gathered until the
+        broker has been quiet for `settle` seconds (or every topic in `want` has arrived)."""
+        while not self.messages.empty():  # left over from an earlier read
+            self.messages.get_nowait()
+        self._suback.clear()
+        self.client.subscribe([(f, 1) for f in filters])
+        if not self._suback.wait(self.timeout):
+            raise CliError("the broker did not answer a subscription")
+        found = {}
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if want is not None and all(t in found for t in want):
+                break
+            try:
+                msg = self.messages.get(timeout=settle)
+            except queue.Empty:
+                break
+            if msg.retain:
+                found[msg.topic] = msg.payload
+        self.client.unsubscribe(list(filters))
+        return {t: p for t, p in found.items() if p}

@@ -1,0 +1,222 @@
+"""`mpota publish`, `mpota prune`, `mpota status`: releases on the broker and the fleet's state
+(docs/PROTOCOL.md). Nothing keeps running after a publish: the broker stores the release."""
+import hashlib
+import json
+import sys
+import time
+
+from tools import broker, signing
+from tools.cli import EXIT_OK, EXIT_REFUSED, CliError
+
+
+# --- publish ----------------------------------------------------------------------------------
+
+def release_fields(blob, image):
+    """The manifest's fields, after checking that `image` is exactly what it signs."""
+    try:
+        _, _, fields = signing.parse_blob(blob)
+    except signing.FormatError as exc:
+        raise CliError("not a signed manifest: %s" % exc) from None
+    if len(image) != fields["size"] or hashlib.sha256(image).digest() != fields["digest"]:
+        raise CliError("the image does not match the manifest (size or SHA-256 differ): wrong file?")
+    return fields
+
+
+def publish_release(conn, blob, image, targets, root=broker.DEFAULT_ROOT, progress=None):
+    """Upload chunks, then the release manifest, then point `targets` (manifest topics) at it.
+    Each stage is acknowledged before the next: a device never sees a manifest without chunks.
+    Returns the release id."""
+    fields = release_fields(blob, image)
+    rid, size = fields["id"], fields["chunk_size"]
+    infos = [conn.publish(broker.chunk_topic(root, rid, i), image[i * size:(i + 1) * size])
+             for i in range(fields["chunk_count"])]
+    conn.wait(infos, progress)
+    conn.wait([conn.publish(broker.release_manifest_topic(root, rid), blob)])
+    conn.wait([conn.publish(t, blob) for t in targets])
+    check = [broker.release_manifest_topic(root, rid)] + list(targets)
+    stored = conn.retained(check, want=check)
+    missing = [t for t in check if stored.get(t) != blob]
+    if missing:
+        raise CliError("the broker did not keep %s: does the ACL let this user write there?" % ", ".join(missing))
+    return rid
+
+
+def _targets(args):
+    if args.no_target:
+        return []
+    if not args.fleet:
+        raise CliError("say who gets the release: --fleet NAME [--group G | --device D], or --no-target")
+    return [broker.target_topic(args.root, args.fleet, args.group, args.device)]
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError("cannot read %s: %s" % (path, exc.strerror)) from None
+
+
+def cmd_publish(args):
+    blob, image = _read(args.manifest), _read(args.image)
+    targets = _targets(args)
+    fields = release_fields(blob, image)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=fields["chunk_count"], unit="chunk", desc="release %s" % fields["id"], file=sys.stderr)
+    try:
+        with broker.from_args(args) as conn:
+            rid = publish_release(conn, blob, image, targets, args.root, bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    print("published release %s (version %s, %d chunks of %d bytes)%s" % (
+        rid, fields["version"], fields["chunk_count"], fields["chunk_size"],
+        "" if not targets else " to " + ", ".join(targets)))
+    return EXIT_OK
+
+
+# --- prune ------------------------------------------------------------------------------------
+
+class StillTargeted(Exception):
+    def __init__(self, topics):
+        super().__init__(", ".join(topics))
+        self.topics = topics
+
+
+def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False):
+    """Delete a release's retained messages. Refuses (StillTargeted) while a manifest topic
+    names it, unless `untarget`, which clears those topics first. Returns the topics cleared."""
+    targets = conn.retained(["%s/manifest/#" % root])
+    pointing = sorted(t for t, blob in targets.items() if signing.manifest_id(blob) == release)
+    if pointing and not untarget:
+        raise StillTargeted(pointing)
+    mtopic = broker.release_manifest_topic(root, release)
+    blob = conn.retained([mtopic], want=[mtopic]).get(mtopic)
+    if blob:
+        count = signing.parse_blob(blob)[2]["chunk_count"]
+        chunks = [broker.chunk_topic(root, release, i) for i in range(count)]
+    else:  # no manifest left: find the chunks themselves
+        chunks = sorted(conn.retained(["%s/fw/%s/+" % (root, release)]))
+    cleared = pointing + chunks + ([mtopic] if blob else [])
+    conn.wait([conn.publish(t, b"") for t in cleared])
+    return cleared
+
+
+def cmd_prune(args):
+    if not args.release and not args.fleet:
+        raise CliError("name releases to prune, or a target to clear with --fleet [--group|--device]")
+    with broker.from_args(args) as conn:
+        if args.fleet:
+            topic = broker.target_topic(args.root, args.fleet, args.group, args.device)
+            conn.wait([conn.publish(topic, b"")])
+            print("cleared %s" % topic)
+        for release in args.release:
+            try:
+                cleared = prune_release(conn, release, args.root, args.untarget)
+            except StillTargeted as exc:
+                print("release %s is still offered on %s: clear those first or add --untarget" % (release, exc),
+                      file=sys.stderr)
+                return EXIT_REFUSED
+            print("pruned release %s (%d retained messages cleared)" % (release, len(cleared)))
+    return EXIT_OK
+
+
+# --- status -----------------------------------------------------------------------------------
+
+COLUMNS = ("device", "online", "state", "version", "progress", "release", "reason")
+
+
+def fleet_status(messages, root=broker.DEFAULT_ROOT, devices=None):
+    """Fold retained (topic, payload) status messages into {device: row dict}."""
+    devices = {} if devices is None else devices
+    prefix = root + "/status/"
+    for topic, payload in messages:
+        if not topic.startswith(prefix) or topic.count("/") != prefix.count("/") + 1:
+            continue
+        device, leaf = topic[len(prefix):].split("/")
+        row = devices.setdefault(device, {"device": device, "online": None})
+        if leaf == "online":
+            row["online"] = payload == b"1" if payload else None
+        elif leaf == "state":
+            try:
+                state = json.loads(payload) if payload else {}
+            except ValueError:
+                continue
+            if isinstance(state, dict):
+                row.update({k: state.get(k) for k in COLUMNS[2:]})
+    return devices
+
+
+def format_table(devices):
+    def cell(row, col):
+        v = row.get(col)
+        if col == "online":
+            return {True: "yes", False: "NO", None: "?"}[v]
+        if col == "progress" and v is not None:
+            return "%s%%" % v
+        return "-" if v is None else str(v)
+
+    rows = [COLUMNS] + [tuple(cell(devices[d], c) for c in COLUMNS) for d in sorted(devices)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_status(args):
+    filters = ["%s/status/+/state" % args.root, "%s/status/+/online" % args.root]
+    with broker.from_args(args) as conn:
+        devices = fleet_status(conn.retained(filters, settle=args.wait).items(), args.root)
+        if args.once or args.json:
+            print(json.dumps(devices, indent=1, sort_keys=True) if args.json else format_table(devices))
+            return EXIT_OK
+        conn.client.subscribe([(f, 1) for f in filters])
+        print(format_table(devices), flush=True)
+        while True:  # live: reprint the table on every change, until Ctrl-C
+            msg = conn.messages.get()
+            fleet_status([(msg.topic, msg.payload)], args.root, devices)
+            print("\n" + time.strftime("%H:%M:%S") + "\n" + format_table(devices), flush=True)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def _add_target(p, required_help):
+    p.add_argument("--fleet", help=required_help)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--group", help="only this group of the fleet")
+    who.add_argument("--device", help="only this device (a pin: it wins over group and fleet)")
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "publish", help="upload a signed release to the broker and offer it to devices",
+        description="Upload the image's chunks and its signed manifest as retained messages, then "
+        "offer it to a fleet, a group or one device. Devices that come online later still get it.")
+    p.add_argument("manifest", help="the signed manifest blob")
+    p.add_argument("image", help="the image that manifest signs")
+    _add_target(p, "the fleet to offer the release to")
+    p.add_argument("--no-target", action="store_true", help="upload only; offer it later")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    broker.add_arguments(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = subparsers.add_parser(
+        "prune", help="delete old releases from the broker, or clear a target",
+        description="Delete a release's retained chunks and manifest. Refuses while a manifest "
+        "topic still offers it unless --untarget. With --fleet [--group|--device], clear that "
+        "target so its devices fall back to the next level.")
+    p.add_argument("release", nargs="*", help="release id (16 hex characters)")
+    p.add_argument("--untarget", action="store_true", help="also clear manifest topics that offer the release")
+    _add_target(p, "clear this fleet's manifest topic (with --group/--device: that one)")
+    broker.add_arguments(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = subparsers.add_parser(
+        "status", help="table of devices from their retained status",
+        description="Show every device's last reported state; keeps updating until Ctrl-C.")
+    p.add_argument("--once", action="store_true", help="print the table once and exit")
+    p.add_argument("--json", action="store_true", help="print JSON once and exit")
+    p.add_argument("--wait", type=float, default=1.0, help="seconds of quiet that end the first read (default 1)")
+    broker.add_arguments(p)
+    p.set_defaults(func=cmd_status)
