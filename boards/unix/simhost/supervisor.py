@@ -47,14 +47,15 @@ def default_uid(flash_path):
 
 def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
     """A factory-fresh board: erased flash with `image` in ota_0 (as `esptool write-flash`
-    puts it), blank otadata, and an empty filesystem folder."""
+    puts it), blank otadata, and an empty filesystem folder (none if fs_dir is None)."""
     slots = sim_flash.ota_slots(sim_flash.load_table(str(table_path)))
     if len(image) > slots[0][4]:
         raise ValueError("image of %d bytes does not fit %s (%d bytes)" % (len(image), slots[0][0], slots[0][4]))
     flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
     flash[slots[0][3]:slots[0][3] + len(image)] = image
     Path(flash_path).write_bytes(flash)
-    Path(fs_dir).mkdir(parents=True, exist_ok=True)
+    if fs_dir is not None:
+        Path(fs_dir).mkdir(parents=True, exist_ok=True)
 
 
 def _die_with_parent():

@@ -1,0 +1,206 @@
+"""Fixtures for the ESP32 simulator: whole boards (`sim_device`), firmware images (`firmware`)
+and one-off snippets against a flash file without the boot loop (`sim_snippet`)."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import mpunix
+from mpunix import LIB, ROOT, SIM_MODULES
+
+sys.path.insert(0, str(ROOT / "boards" / "unix"))
+from simhost import PARTITIONS, supervisor  # noqa: E402
+import sim_flash  # noqa: E402  (on the path through simhost)
+import sim_otadata  # noqa: E402
+from tools import fwimage  # noqa: E402
+
+BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) slot=(\S+) cause=(\S+) version=(\S+) state=(\S+)$", re.M)
+TABLE = sim_flash.load_table(str(PARTITIONS))
+
+
+def partition(label):
+    """(label, type, subtype, address, size) of a row of the ESP32 OTA table."""
+    return next(row for row in TABLE if row[0] == label)
+
+
+def blank_flash(path, image=None):
+    """Write an erased 4 MiB flash file, with `image` in ota_0 when given."""
+    supervisor.new_device(path, None, image or b"")
+    return Path(path)
+
+
+def decode_otadata(flash_bytes):
+    """Both otadata entries as dicts (seq, label, state, crc, state_name)."""
+    base = partition("otadata")[3]
+    out = []
+    for i in (0, 1):
+        seq, label, state, crc = sim_otadata.decode(flash_bytes[base + i * 4096:base + i * 4096 + 32])
+        out.append({"seq": seq, "label": label, "state": state, "crc": crc,
+                    "state_name": sim_otadata.STATE_NAMES.get(state, str(state))})
+    return out
+
+
+class SimDevice:
+    """One simulated board: a flash file and a filesystem folder, run by the supervisor."""
+
+    def __init__(self, root, image, files, heapsize):
+        self.root = Path(root)
+        self.flash = self.root / "flash.bin"
+        self.fs = self.root / "fs"
+        self.heapsize = heapsize
+        self.console = ""  # everything every run printed, in order
+        self.proc = None
+        self.returncode = None
+        self._reader = None
+        supervisor.new_device(self.flash, self.fs, image)
+        self.write_files(files or {})
+
+    def write_files(self, files):
+        """Put files on the board's filesystem: {"main.py": "...", "lib/x.py": "..."}."""
+        for name, text in files.items():
+            path = self.fs / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    def install_lib(self):
+        """Copy the project's device package (lib/) into the board's /lib, as a maker would."""
+        shutil.copytree(LIB, self.fs / "lib", dirs_exist_ok=True)
+
+    def _command(self, halt_on_idle, max_boots, timeout):
+        cmd = [sys.executable, "-m", "tools", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
+               "--heapsize", self.heapsize]
+        if halt_on_idle:
+            cmd.append("--halt-on-idle")
+        if max_boots is not None:
+            cmd += ["--max-boots", str(max_boots)]
+        if timeout is not None:
+            cmd += ["--timeout", str(timeout)]
+        return cmd
+
+    def start(self, *, halt_on_idle=False, max_boots=None, timeout=None):
+        """Power the board on in the background (its own process group)."""
+        assert self.proc is None, "the device is already running"
+        self.proc = subprocess.Popen(self._command(halt_on_idle, max_boots, timeout), cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+        return self.proc
+
+    def _read(self, stream):
+        for raw in iter(lambda: stream.read1(4096), b""):
+            self.console += raw.decode(errors="replace")
+
+    def wait(self, timeout=60):
+        """Wait for the background run to end; returns the console text."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.power_cut()
+            raise AssertionError("the device did not halt within %ss:\n%s" % (timeout, self.console))
+        self._reader.join(5)
+        self.proc = None
+        return self.console
+
+    def wait_for(self, pattern, timeout=30):
+        """Wait until the console matches the regular expression `pattern`."""
+        end = time.monotonic() + timeout
+        while not re.search(pattern, self.console, re.M):
+            if time.monotonic() > end or (self.proc is not None and self.proc.poll() is not None
+                                           and not self._reader.is_alive()):
+                raise AssertionError("%r never appeared:\n%s" % (pattern, self.console))
+            time.sleep(0.01)
+
+    def power_cut(self):
+        """Cut the power: SIGKILL the supervisor and the device together."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._reader.join(5)
+        self.proc = None
+        self.console += "\n[test] power cut\n"
+
+    def run(self, timeout=30, halt_on_idle=True, max_boots=None):
+        """Power on, run until the board halts (or `timeout` seconds), return the console."""
+        self.start(halt_on_idle=halt_on_idle, max_boots=max_boots, timeout=timeout)
+        return self.wait(timeout + 30)
+
+    def read_partition(self, label):
+        row = partition(label)
+        with open(self.flash, "rb") as f:
+            f.seek(row[3])
+            return f.read(row[4])
+
+    def otadata(self):
+        return decode_otadata(self.flash.read_bytes())
+
+    def boot_log(self):
+        """Every boot line so far: dicts with n, slot, cause, version, state."""
+        return [{"n": int(m[0]), "slot": m[1], "cause": m[2], "version": m[3], "state": m[4]}
+                for m in BOOT_LINE.findall(self.console)]
+
+
+@pytest.fixture
+def sim_device(tmp_path):
+    """Factory: `sim_device(image, files=None, heapsize="100K") -> SimDevice`. Boards still
+    running at the end of the test are powered off."""
+    made = []
+
+    def make(image, files=None, heapsize="100K"):
+        device = SimDevice(tmp_path / ("dev%d" % len(made)), image, files, heapsize)
+        made.append(device)
+        return device
+
+    yield make
+    for device in made:
+        device.power_cut()
+
+
+class Firmware:
+    """Image helpers for tests: `firmware(version, modules=None, size=None, secure_version=0)`."""
+
+    build = staticmethod(fwimage.build_image)
+    version_of = staticmethod(fwimage.read_app_version)
+    modules_of = staticmethod(fwimage.read_modules)
+
+    def __call__(self, version, modules=None, *, size=None, secure_version=0):
+        return fwimage.build_image(version, modules or {}, size=size, secure_version=secure_version)
+
+
+@pytest.fixture
+def firmware():
+    return Firmware()
+
+
+@pytest.fixture
+def sim_snippet(tmp_path):
+    """`sim_snippet(code, flash=None, running="ota_0", cause=1, check=True, **mp_options)`:
+    run device code under the unix port with the simulator's modules as built-ins and `flash`
+    (default: a fresh erased flash file for this test) as the board's flash."""
+    default = tmp_path / "snippet-flash.bin"
+
+    def run(code, flash=None, running="ota_0", cause=1, check=True, env=None, **options):
+        if flash is None:
+            flash = default
+            if not flash.exists():
+                blank_flash(flash)
+        full_env = {"OTASIM_FLASH": str(flash), "OTASIM_PARTITIONS": str(PARTITIONS),
+                    "OTASIM_RUNNING": running, "OTASIM_RESET_CAUSE": str(cause)}
+        full_env.update(env or {})
+        options.setdefault("path", (SIM_MODULES, LIB))
+        options.setdefault("cwd", tmp_path)
+        return mpunix.run(code, env=full_env, check=check, **options)
+
+    run.flash = default
+    return run
