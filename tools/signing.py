@@ -287,13 +287,15 @@ def parse_blob(blob):
     if len(sig) != blob[length] or not SIG_MIN <= len(sig) <= SIG_MAX:
         raise FormatError("signature length does not match")
     fields = parse_tbs(tbs)
-    fields["id"] = manifest_id(blob)
+    fields["id"] = manifest_id(tbs)
     return tbs, sig, fields
 
 
-def manifest_id(blob):
-    """16 hex chars naming a release: the first 8 bytes of SHA-256 of the whole blob."""
-    return hashlib.sha256(bytes(blob)).digest()[:8].hex()
+def manifest_id(blob_or_tbs):
+    """16 hex chars naming a release: the first 8 bytes of SHA-256 of its signed bytes (TBS).
+    The signature is left out: ECDSA signatures are malleable, a release's name must not be."""
+    data = bytes(blob_or_tbs)
+    return hashlib.sha256(data[: HEADER.unpack_from(data)[3]]).digest()[:8].hex()
 
 
 def verify(blob, public_key):

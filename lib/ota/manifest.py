@@ -27,8 +27,8 @@ _ENCODINGS = ("raw",)  # encoding code 0..
 class Manifest:
     """An authentic, acceptable release: see docs/FORMAT.md for each field."""
 
-    def __init__(self, blob, f, board, version):
-        self.id = hexlify(hashlib.sha256(blob).digest()[:8]).decode()
+    def __init__(self, tbs_digest, f, board, version):
+        self.id = hexlify(tbs_digest[:8]).decode()
         self.target = _TARGETS[f[2] - 1]
         self.key_id = hexlify(f[4]).decode()
         self.encoding = _ENCODINGS[f[5]]
@@ -71,7 +71,8 @@ def check(blob, keys, board, min_counter, slot_size, now=None, tick=None):
         raise FormatError("bad_format", "bad lengths")
     mv = memoryview(blob)
     key = _find_key(keys, hexlify(mv[8:16]).decode())
-    if not p256.verify(hashlib.sha256(mv[:tbs_len]).digest(), mv[tbs_len + 1:], key, tick):
+    tbs_digest = hashlib.sha256(mv[:tbs_len]).digest()
+    if not p256.verify(tbs_digest, mv[tbs_len + 1:], key, tick):
         raise SignatureError("bad_signature", key.id)
 
     f = struct.unpack_from(_HEADER, blob)
@@ -98,4 +99,4 @@ def check(blob, keys, board, min_counter, slot_size, now=None, tick=None):
         raise PolicyError("expired", "expired at %d" % f[13])
     if size > slot_size:
         raise PolicyError("too_large", "%d > %d" % (size, slot_size))
-    return Manifest(blob, f, name, version)
+    return Manifest(tbs_digest, f, name, version)

@@ -6,13 +6,14 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 import mpunix
 from tools import signing
 
 BOARD = "esp32-generic"
 SLOT = 1536 * 1024
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
 
 CHECK = """
 import sys, json
@@ -72,10 +73,20 @@ def test_accepts_and_reports_every_field(env):
     host = signing.verify(blob, key.public_key())
     (got,) = run_checks(env, [(blob, {"now": 1700000000})])
     assert got["ok"] == [
-        hashlib.sha256(blob).hexdigest()[:16], "v2.0-rc1", 7, BOARD, "firmware", "raw", 3000,
+        hashlib.sha256(blob[: blob[6] << 8 | blob[7]]).hexdigest()[:16], "v2.0-rc1", 7, BOARD, "firmware", "raw", 3000,
         hashlib.sha256(payload).hexdigest(), 1000, 3, 4102444800, signing.public_key_id(key.public_key()).hex(),
     ]
     assert host["id"] == got["ok"][0] and host["chunk_count"] == 3 and host["expiry"] == 4102444800
+
+
+def test_release_id_survives_a_malleated_signature(env):
+    """s and n - s both verify: the release id must not change with the signature's encoding."""
+    _, key, _ = env
+    tbs = build(key, os.urandom(1000))
+    r, s = utils.decode_dss_signature(signing.parse_blob(signing.sign(tbs, key))[1])
+    twin = signing.attach(tbs, utils.encode_dss_signature(r, N - s))
+    (a, b) = run_checks(env, [(signing.attach(tbs, utils.encode_dss_signature(r, s)), {}), (twin, {})])
+    assert a["ok"][0] == b["ok"][0] == signing.manifest_id(twin)
 
 
 def test_policy_refusals(env):
