@@ -53,6 +53,7 @@ def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
         raise ValueError("image of %d bytes does not fit %s (%d bytes)" % (len(image), slots[0][0], slots[0][4]))
     flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
     flash[slots[0][3]:slots[0][3] + len(image)] = image
+    Path(flash_path).parent.mkdir(parents=True, exist_ok=True)
     Path(flash_path).write_bytes(flash)
     if fs_dir is not None:
         Path(fs_dir).mkdir(parents=True, exist_ok=True)
