@@ -12,10 +12,12 @@ The updater core is `ota.updater.Updater`; the MQTT transport is `ota.transport`
 __version__ = "0.1.0"
 
 
-def boot(wdt_ms=30000, confirm_within_ms=300000):
-    from ota import trial
+def boot():
+    """Call first in boot.py: on a trial boot, arms the watchdog (settings: ota_config.json)."""
+    from ota import config, trial
 
-    return trial.on_boot(wdt_ms, confirm_within_ms)
+    cfg = config.load()
+    return trial.on_boot(cfg["wdt_ms"], cfg["confirm_within_ms"])
 
 
 def confirm(checks=()):

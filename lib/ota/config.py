@@ -1,0 +1,31 @@
+"""The device's OTA settings: `ota_config.json` at the filesystem root, written at provisioning.
+
+Only what differs from the defaults needs to be in the file. No secrets are kept here beyond the
+names of the files that hold them."""
+import json
+
+CONFIG_FILE = "ota_config.json"
+
+DEFAULTS = {
+    "device_id": None,  # default: machine.unique_id() in hex
+    "board": "esp32-generic",  # the board class id releases are signed for
+    "fleet": "default",
+    "groups": [],
+    "wdt_ms": 30000,  # trial watchdog; rp2's hardware allows at most 8388
+    "confirm_within_ms": 300000,  # a trial that has not confirmed by then rolls back
+}
+
+
+def load(path=CONFIG_FILE):
+    cfg = dict(DEFAULTS)
+    try:
+        with open(path) as f:
+            cfg.update(json.load(f))
+    except OSError:
+        pass  # no file: the defaults
+    if not cfg["device_id"]:
+        import machine
+        from binascii import hexlify
+
+        cfg["device_id"] = hexlify(machine.unique_id()).decode()
+    return cfg

@@ -1,0 +1,58 @@
+# main.py of the pipeline tests: the firmware's own behaviour (module `fw`, frozen in the image),
+# then a release read from the device's filesystem and fed to the updater in a shuffled order with
+# duplicates: a transport stand-in, so the pipeline is tested on its own.
+import json
+import random
+
+import ota
+from ota import events, trial, trust
+from ota.errors import OTAError
+from ota.updater import Updater
+
+events.listen(lambda kind, fields: print("EVENT", kind, json.dumps(fields)))
+cfg = json.load(open("app.json"))
+
+import fw  # noqa: E402  (the running firmware decides what happens now)
+
+fw.start()
+if trial.in_trial():
+    ota.confirm([fw.healthy])
+
+
+def chunks_in_shuffled_order(count, seed, duplicates):
+    random.seed(seed)
+    order = list(range(count)) + [random.getrandbits(16) % count for _ in range(duplicates)]
+    for i in range(len(order) - 1, 0, -1):
+        j = random.getrandbits(16) % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+try:
+    blob = open("release/manifest.bin", "rb").read()
+except OSError:
+    blob = None
+if blob:
+    updater = Updater(trust.load(), cfg.get("board", "esp32-generic"), tick=ota.feed)
+    try:
+        m = updater.offer(blob)
+    except OTAError as exc:
+        print("REFUSED", exc.reason)
+        m = None
+    if m:
+        buf = bytearray(m.chunk_size)
+        with open("release/image.bin", "rb") as image:
+            for i in chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0)):
+                if updater.complete():
+                    break
+                n = min(m.chunk_size, m.size - i * m.chunk_size)
+                image.seek(i * m.chunk_size)
+                image.readinto(buf)
+                updater.write_chunk(i, memoryview(buf)[:n])
+                ota.feed()
+        try:
+            updater.finish()
+            updater.install()
+        except OTAError as exc:
+            print("REFUSED", exc.reason)
+print("IDLE", json.dumps(events.state()))

@@ -1,0 +1,46 @@
+"""A simulated board set up for the install pipeline: old firmware v1 in ota_0, the ota package,
+boot.py, a main.py that applies a release found on its filesystem, and a signing key it trusts."""
+import json
+import re
+
+from mpunix import ROOT, install_mpy
+from releases import Signer
+
+FW_HEALTHY = "def start():\n    pass\n\ndef healthy():\n    return True\n"
+FW_UNHEALTHY = "def start():\n    pass\n\ndef healthy():\n    return False\n"
+FW_HANGS = "def start():\n    while True:\n        pass\n\ndef healthy():\n    return True\n"
+FW_CRASHES = "def start():\n    raise RuntimeError('firmware bug')\n\ndef healthy():\n    return True\n"
+FW_NEVER_CONFIRMS = (
+    "import time, ota\n\ndef start():\n    while True:\n        ota.feed()\n        time.sleep_ms(20)\n\n"
+    "def healthy():\n    return True\n"
+)
+EVENT = re.compile(r"^EVENT (\S+) (.*)$", re.M)
+
+
+class PipelineBoard:
+    def __init__(self, sim_device, signer, *, wdt_ms=2000, confirm_within_ms=60000, app=None, heapsize="160K"):
+        self.signer = signer
+        old = signer.release("1.0.0", {"fw": FW_HEALTHY})[1]
+        self.device = sim_device(old, heapsize=heapsize)
+        install_mpy(self.device.fs / "lib")
+        self.device.write_files({
+            "boot.py": (ROOT / "boot.py").read_text(),
+            "main.py": (ROOT / "tests/host/apps/local_update.py").read_text(),
+            "app.json": json.dumps(app or {"seed": 1, "duplicates": 50}),
+            "ota_config.json": json.dumps({"wdt_ms": wdt_ms, "confirm_within_ms": confirm_within_ms}),
+            ".ota/trust.bin": signer.trust.read_bytes(),
+        })
+
+    def stage(self, blob, image):
+        """Put a release on the board's filesystem, where main.py picks it up."""
+        self.device.write_files({"release/manifest.bin": blob, "release/image.bin": image})
+
+    def events(self, text=None):
+        return [(kind, json.loads(fields)) for kind, fields in EVENT.findall(self.device.console if text is None else text)]
+
+    def kinds(self):
+        return [kind for kind, _ in self.events()]
+
+
+def new_signer(tmp_path):
+    return Signer(tmp_path / "keys")

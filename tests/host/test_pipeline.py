@@ -1,0 +1,103 @@
+"""The install pipeline on the board simulator, device code under the unix port: chunks into the
+inactive slot, verification of what is in flash, the switch, the trial boot and its outcome."""
+import pytest
+
+from pipeline_env import (FW_CRASHES, FW_HANGS, FW_HEALTHY, FW_NEVER_CONFIRMS, FW_UNHEALTHY, PipelineBoard,
+                          new_signer)
+from releases import SLOT_SIZE, release_id
+
+
+@pytest.fixture
+def signer(tmp_path):
+    return new_signer(tmp_path)
+
+
+def slot_state(device, label):
+    index = int(label[-1])
+    entries = [e for e in device.otadata() if e["seq"] != 0xFFFFFFFF and (e["seq"] - 1) % 2 == index]
+    return max(entries, key=lambda e: e["seq"])["state_name"] if entries else None
+
+
+def test_happy_path_full_slot_image_shuffled_with_duplicates(sim_device, signer):
+    board = PipelineBoard(sim_device, signer, app={"seed": 7, "duplicates": 100})
+    blob, image = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=SLOT_SIZE, chunk_size=4096)
+    board.stage(blob, image)
+    board.device.run(timeout=120)
+    boots = board.device.boot_log()
+    assert [b["version"] for b in boots][:2] == ["1.0.0", "2.0.0"]
+    assert boots[1]["state"] == "PENDING_VERIFY" and boots[-1]["version"] == "2.0.0"
+    assert slot_state(board.device, "ota_1") == "VALID"
+    assert board.device.read_partition("ota_1") == image
+    kinds = board.kinds()
+    for step in ("offered", "downloading", "verified", "installing", "rebooting", "trial", "confirmed"):
+        assert step in kinds, step
+    assert kinds.index("verified") < kinds.index("installing") < kinds.index("trial") < kinds.index("confirmed")
+    confirmed = dict(board.events())["confirmed"]
+    assert confirmed["release"] == release_id(blob) and confirmed["version"] == "2.0.0"
+
+
+def test_chunk_size_that_does_not_divide_a_sector(sim_device, signer):
+    board = PipelineBoard(sim_device, signer)
+    blob, image = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=100_000, chunk_size=1000)
+    board.stage(blob, image)
+    board.device.run(timeout=60)
+    assert board.device.boot_log()[-1]["version"] == "2.0.0"
+    assert board.device.read_partition("ota_1")[: len(image)] == image
+
+
+@pytest.mark.parametrize(
+    "behaviour, reason",
+    [(FW_UNHEALTHY, "health_check_failed"), (FW_HANGS, "watchdog"), (FW_CRASHES, "watchdog"),
+     (FW_NEVER_CONFIRMS, "confirm_timeout")],
+    ids=["failed-check", "hang", "crash", "never-confirms"],
+)
+def test_bad_firmware_rolls_back_by_itself(sim_device, signer, behaviour, reason):
+    board = PipelineBoard(sim_device, signer, wdt_ms=1000, confirm_within_ms=1500)
+    blob, image = signer.release("2.0.0", {"fw": behaviour}, counter=2, size=64 * 1024)
+    board.stage(blob, image)
+    board.device.run(timeout=60)
+    versions = [b["version"] for b in board.device.boot_log()]
+    assert versions[:3] == ["1.0.0", "2.0.0", "1.0.0"] and set(versions[2:]) == {"1.0.0"}
+    assert slot_state(board.device, "ota_1") == "ABORTED"
+    rolled = [f for k, f in board.events() if k == "rolled_back"]
+    assert rolled == [{"release": release_id(blob), "version": "1.0.0", "reason": reason}]
+    # The retained bad release is not tried again: the last boot ran the old firmware to idle.
+    assert "confirmed" not in board.kinds() and board.kinds().count("installing") == 1
+
+
+def test_refusals_leave_the_slot_untouched(sim_device, signer, tmp_path):
+    board = PipelineBoard(sim_device, signer)
+    too_big = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=SLOT_SIZE + 16)
+    wrong_board = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, board="esp32s3-generic")
+    foreign = new_signer(tmp_path / "other").release("2.0.0", {"fw": FW_HEALTHY}, counter=2)
+    before = board.device.read_partition("ota_1")
+    for (blob, image), reason in ((too_big, "too_large"), (wrong_board, "wrong_board"), (foreign, "unknown_key")):
+        board.stage(blob, image)
+        out = board.device.run(timeout=30)
+        assert "REFUSED %s" % reason in out
+    assert board.device.read_partition("ota_1") == before
+    assert [b["version"] for b in board.device.boot_log()] == ["1.0.0"] * 3
+
+
+def test_flash_that_does_not_match_the_digest_is_never_made_bootable(sim_device, signer):
+    board = PipelineBoard(sim_device, signer)
+    blob, image = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
+    tampered = bytearray(image)
+    tampered[40_000] ^= 1  # one chunk arrives corrupted, with the right length
+    board.stage(blob, bytes(tampered))
+    out = board.device.run(timeout=30)
+    assert "REFUSED bad_digest" in out and "installing" not in board.kinds()
+    assert [e["state_name"] for e in board.device.otadata() if e["seq"] != 0xFFFFFFFF] == ["VALID"]
+    board.stage(blob, image)  # the next attempt starts from zero and succeeds
+    board.device.run(timeout=60)
+    assert board.device.boot_log()[-1]["version"] == "2.0.0"
+    assert board.device.read_partition("ota_1")[: len(image)] == image
+
+
+def test_downgrade_refused_after_an_upgrade(sim_device, signer):
+    board = PipelineBoard(sim_device, signer)
+    board.stage(*signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=5, size=32 * 1024))
+    board.device.run(timeout=60)
+    assert board.device.boot_log()[-1]["version"] == "2.0.0"
+    board.stage(*signer.release("1.5.0", {"fw": FW_HEALTHY}, counter=4, size=32 * 1024))
+    assert "REFUSED downgrade" in board.device.run(timeout=30)
