@@ -37,6 +37,7 @@ _PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 
+_OUT = const(256)  # outgoing packets up to this size are sent in one write
 _SMALL = const(16)  # largest non-PUBLISH packet body we accept (acks, CONNACK, small SUBACK)
 _MAX_REMAINING = const(268435455)  # MQTT's own limit for the remaining-length field
 
@@ -93,6 +94,8 @@ class MQTTClient:
         self.small = bytearray(_SMALL)
         self.smv = memoryview(self.small)
         self.hdr = bytearray(7)
+        self.obuf = bytearray(_OUT)  # one small packet goes out in one write (no Nagle stalls)
+        self.olen = 0
         self.cb = None
         self.on_oversize = None
         self.oversized = 0
@@ -168,6 +171,7 @@ class MQTTClient:
             self._send_str(self.user)
         if self.pswd is not None:
             self._send_str(self.pswd)
+        self._flush()
         op = self._recv(self.timeout * 1000)
         if op != _CONNACK:
             raise MQTTError("protocol", "no CONNACK")
@@ -178,6 +182,7 @@ class MQTTClient:
     def disconnect(self):
         try:
             self._send(b"\xe0\x00")
+            self._flush()
         finally:
             self.close()
 
@@ -190,6 +195,7 @@ class MQTTClient:
                 pass
         self.sock = None
         self.poller = None
+        self.olen = 0
 
     def reconnect(self, backoff=None, attempts=0, clean_session=True):
         """Connect again after a failure, waiting `backoff.next_ms()` between tries; gives up
@@ -214,6 +220,7 @@ class MQTTClient:
 
     def ping(self):
         self._send(b"\xc0\x00")
+        self._flush()
         if self.ping_at is None:
             self.ping_at = time.ticks_ms()
 
@@ -229,6 +236,7 @@ class MQTTClient:
             pid = self._next_pid()
             self._send(struct.pack("!H", pid))
         self._send(msg)
+        self._flush()
         if qos:
             self._wait_ack(_PUBACK, pid)
 
@@ -239,6 +247,7 @@ class MQTTClient:
         self._send(struct.pack("!H", pid))
         self._send_str(topic)
         self._send(bytes((qos,)))
+        self._flush()
         self._wait_ack(_SUBACK, pid)
         if self.small[2] & 0x80:
             raise MQTTError("sub_refused", topic)
@@ -249,6 +258,7 @@ class MQTTClient:
         self._send_header(_UNSUBSCRIBE, 2 + 2 + len(topic))
         self._send(struct.pack("!H", pid))
         self._send_str(topic)
+        self._flush()
         self._wait_ack(_UNSUBACK, pid)
 
     def _wait_ack(self, kind, pid):
@@ -280,6 +290,22 @@ class MQTTClient:
         self._send(s)
 
     def _send(self, data):
+        """Stage `data`; `_flush()` ends each packet. Big payloads go straight out."""
+        n = len(data)
+        if self.olen + n > len(self.obuf):
+            self._flush()
+            if n > len(self.obuf):
+                self._write(data)
+                return
+        self.obuf[self.olen:self.olen + n] = data
+        self.olen += n
+
+    def _flush(self):
+        if self.olen:
+            n, self.olen = self.olen, 0
+            self._write(memoryview(self.obuf)[:n])
+
+    def _write(self, data):
         if self.sock is None:
             raise MQTTError("closed", "not connected")
         mv = memoryview(data)
@@ -419,6 +445,7 @@ class MQTTClient:
                 self.on_oversize(topic, left)
         if qos:
             self._send(struct.pack("!BBH", _PUBACK, 2, pid))
+            self._flush()
 
     def _discard(self, n):
         while n:

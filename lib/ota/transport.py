@@ -137,7 +137,11 @@ class Transport:
             if not self.connected:
                 if not self._connect(timeout_ms):
                     return False
-            self.link.wait_msg(timeout_ms)
+            if self.tick():
+                return True
+            # Chunks often arrive while subscribe() waits for its SUBACK: then there is work
+            # to do at once and no reason to wait.
+            self.link.wait_msg(0 if self.received else timeout_ms)
             while self.link.check_msg() is not None:
                 pass
             return self.tick()

@@ -288,7 +288,7 @@ class Sink:
             raise FormatError("bad_format")
         f = struct.unpack_from(">4sBBH8sBBBBIIIIQ32s", blob)
         m = Release()
-        m.id = binascii.hexlify(hashlib.sha256(blob).digest()[:8]).decode()
+        m.id = binascii.hexlify(hashlib.sha256(blob[:f[3]]).digest()[:8]).decode()
         m.counter, m.size, m.chunk_size, m.chunk_count = f[9], f[10], f[11], f[12]
         m.version = bytes(blob[76 + f[6]:76 + f[6] + f[7]]).decode()
         if self.m and self.m.id == m.id:
