@@ -173,6 +173,8 @@ class MQTTClient:
             self._send_str(self.pswd)
         self._flush()
         op = self._recv(self.timeout * 1000)
+        if op is None:
+            raise MQTTError("timeout", "no CONNACK")
         if op != _CONNACK:
             raise MQTTError("protocol", "no CONNACK")
         if self.small[1]:
