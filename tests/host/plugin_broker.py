@@ -424,6 +424,7 @@ def ota_device(tmp_path, device_lib):
         runs.append(run)
         return run
 
+    start.home = home  # where `sink` and `device_main` live, for tests that drive them differently
     yield start
     for run in runs:
         run.kill()
