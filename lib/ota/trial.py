@@ -54,8 +54,11 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     seq, state = otadata.newest(pending["slot"])
     if seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID):
         reason = pending.get("reason") or _CAUSES.get(machine.reset_cause(), "reset")
-        history.failed(pending["release"])
-        Progress.clear()
+        if reason != "power_loss":
+            # The firmware failed: never again. A power loss is not its fault: the verified
+            # download is still in the slot, and the updater installs it again.
+            history.failed(pending["release"])
+            Progress.clear()
         events.emit("rolled_back", release=pending["release"], version=version, reason=reason)
     # else set_boot() never completed: the download is still whole, the updater finishes it again
     store.remove(store.PENDING)

@@ -36,7 +36,14 @@ class PipelineBoard:
         self.device.write_files({"release/manifest.bin": blob, "release/image.bin": image})
 
     def events(self, text=None):
-        return [(kind, json.loads(fields)) for kind, fields in EVENT.findall(self.device.console if text is None else text)]
+        """(kind, fields) of every complete EVENT line (a power cut can leave the last one torn)."""
+        out = []
+        for kind, fields in EVENT.findall(self.device.console if text is None else text):
+            try:
+                out.append((kind, json.loads(fields)))
+            except ValueError:
+                pass
+        return out
 
     def kinds(self):
         return [kind for kind, _ in self.events()]
