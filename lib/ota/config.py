@@ -9,8 +9,13 @@ CONFIG_FILE = "ota_config.json"
 DEFAULTS = {
     "device_id": None,  # default: machine.unique_id() in hex
     "board": "esp32-generic",  # the board class id releases are signed for
-    "fleet": "default",
-    "groups": [],
+    "fleet": "default",  # topic level names: docs/PROTOCOL.md
+    "group": None,
+    "root": "ota",
+    # host, port (default 8883 with TLS, 1883 without), tls (bool), ca / cert / key (file names
+    # on the device), server_hostname, user, password, keepalive (s)
+    "broker": {"host": "127.0.0.1", "tls": True, "ca": "certs/ca.pem", "keepalive": 30},
+    "install": "now",  # when a verified update may be installed: "now" or "window H1 H2"
     "wdt_ms": 30000,  # trial watchdog; rp2's hardware allows at most 8388
     "confirm_within_ms": 300000,  # a trial that has not confirmed by then rolls back
 }
