@@ -26,7 +26,7 @@ bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 mpy: setup
-	$(BIN)/python -m tools mpy
+	$(BIN)/python -m tools mpy --arch xtensawin --arch armv6m --out build/mpy
 
 demo: setup
 	@echo "make demo: not yet (see the open issue for the demo)"

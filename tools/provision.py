@@ -1,0 +1,230 @@
+"""Prepare one board: its identity, credentials, trust file and config, staged as the board's
+filesystem, and the esptool / mpremote / ampy commands that flash and deploy it.
+
+Everything is checked on the host before any command touches the board: a missing or malformed
+file is refused here rather than discovered on a board that then cannot update.
+"""
+import copy
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tools import mpy, signing
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME_MAX = 64  # device id, fleet and group are MQTT topic levels
+FORBIDDEN = "/+#"
+TLS_PORT = 8883
+BROKER_KEYS = ("host", "port", "tls", "ca", "cert", "key", "server_hostname", "user", "password", "keepalive")
+# Where MicroPython's full ESP32 images (bootloader, partition table, app) start in flash.
+FLASH_OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0}
+ESP_IMAGE_MAGIC = 0xE9
+# Files on the board, in deploy order: the package before the boot.py that imports it.
+CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.pem", "certs/device.crt", "certs/device.key"
+DEPLOY_ORDER = ("lib", ".ota", "certs", "ota_config.json", "boot.py", "main.py")
+# Run on the board before copying: drops an older lib/ota, whose .py files would shadow the .mpy.
+CLEAN_OLD_PACKAGE = ('import os; d = "lib/ota"; [os.remove(d + "/" + n) for n in (os.listdir(d) if "ota" in '
+                     '(os.listdir("lib") if "lib" in os.listdir() else ()) else ())]')
+
+
+class ProvisionError(Exception):
+    """Bad input the user can fix: a missing file, a bad name, a credential that does not parse."""
+
+
+class CommandFailed(Exception):
+    """A flashing or deploy command exited with an error; `command` is the one that failed."""
+
+    def __init__(self, command, returncode):
+        super().__init__("command failed (exit %s): %s" % (returncode, quote(command)))
+        self.command = command
+
+
+def device_defaults():
+    """The device's own config defaults (lib/ota/config.py), so the host writes the same schema."""
+    spec = importlib.util.spec_from_file_location("_ota_device_config", ROOT / "lib" / "ota" / "config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DEFAULTS
+
+
+def check_name(kind, value):
+    """Device ids, fleets and groups are topic levels: 1..64 printable characters, no / + #."""
+    if not 1 <= len(value) <= NAME_MAX or not value.isprintable() or any(c in value for c in FORBIDDEN):
+        raise ProvisionError("bad %s %r: 1 to %d printable characters, none of %s" % (kind, value, NAME_MAX, FORBIDDEN))
+    return value
+
+
+def parse_broker(text):
+    """`HOST`, `HOST:PORT` or `[IPv6]:PORT` -> (host, port); the port defaults to 8883 (TLS)."""
+    host, port = text, None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ProvisionError("bad broker %r: use [ADDRESS]:PORT" % text)
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    elif ":" in text:
+        raise ProvisionError("bad broker %r: write an IPv6 address as [ADDRESS]:PORT" % text)
+    if not host:
+        raise ProvisionError("bad broker %r: no host" % text)
+    if port is None:
+        return host, TLS_PORT
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ProvisionError("bad broker port in %r" % text)
+    return host, int(port)
+
+
+def _read(path, what):
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ProvisionError("cannot read the %s %s: %s" % (what, path, exc.strerror or exc))
+
+
+def read_credentials(ca, cert=None, key=None):
+    """{staged name: PEM bytes} for the CA and, when given, the device's certificate and key.
+
+    The key must be unencrypted (the device has nowhere to keep a password) and match the cert."""
+    files = {CA_FILE: _read(ca, "CA certificate")}
+    try:
+        x509.load_pem_x509_certificate(files[CA_FILE])
+    except ValueError:
+        raise ProvisionError("%s is not a PEM certificate" % ca)
+    if (cert is None) != (key is None):
+        raise ProvisionError("--cert and --key go together")
+    if cert is None:
+        return files
+    files[CERT_FILE], files[KEY_FILE] = _read(cert, "device certificate"), _read(key, "device key")
+    try:
+        certificate = x509.load_pem_x509_certificate(files[CERT_FILE])
+    except ValueError:
+        raise ProvisionError("%s is not a PEM certificate" % cert)
+    try:
+        private = serialization.load_pem_private_key(files[KEY_FILE], password=None)
+    except TypeError:
+        raise ProvisionError("%s is encrypted: the device needs the key unencrypted" % key)
+    except ValueError:
+        raise ProvisionError("%s is not a PEM private key" % key)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if certificate.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+        raise ProvisionError("%s is not the key of %s" % (key, cert))
+    return files
+
+
+def read_trust(path):
+    data = _read(path, "trust file")
+    if data[:4] != signing.TRUST_MAGIC or data[4:5] != bytes([signing.TRUST_VERSION]):
+        raise ProvisionError("%s is not a trust file (make one with `mpota keygen`)" % path)
+    return data
+
+
+def device_config(device_id, broker, *, board, fleet="default", group=None, tls_client=False, user=None,
+                  password=None, server_hostname=None):
+    """The `ota_config.json` content: every key the device reads, unset ones as null."""
+    config = copy.deepcopy(device_defaults())
+    if not signing.BOARD_RE.match(board.encode()):
+        raise ProvisionError("bad board id %r: 1 to 32 of A-Z a-z 0-9 . _ -" % board)
+    host, port = parse_broker(broker)
+    config.update(device_id=check_name("device id", device_id), board=board, fleet=check_name("fleet", fleet),
+                  group=group and check_name("group", group))
+    config["broker"] = {
+        "host": host, "port": port, "tls": True, "ca": CA_FILE,
+        "cert": CERT_FILE if tls_client else None, "key": KEY_FILE if tls_client else None,
+        "server_hostname": server_hostname, "user": user, "password": password,
+        "keepalive": config["broker"]["keepalive"],
+    }
+    return config
+
+
+def _write_secret(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+
+
+def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=ROOT / "main.py"):
+    """Build `out` as the board's filesystem will be; returns the list of staged paths.
+
+    `out` is rebuilt from nothing, so files from an earlier board (another device's key) never
+    ride along; a folder that is not a staging folder is refused rather than emptied."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "ota_config.json").exists():
+        raise ProvisionError("%s is not empty and not a staging folder: choose another --out" % out)
+    sources = {"boot.py": _read(boot, "boot.py"), "main.py": _read(main, "main.py")}
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, mode=0o700)
+    try:
+        mpy.build(arch, out / "lib" / "ota")
+    except mpy.BuildError as exc:
+        raise ProvisionError(str(exc))
+    (out / ".ota").mkdir()
+    (out / "certs").mkdir()
+    (out / signing.TRUST_PATH).write_bytes(trust)
+    for name, data in sorted(credentials.items()):
+        (out / name).write_bytes(data)
+    if KEY_FILE in credentials:
+        _write_secret(out / KEY_FILE, credentials[KEY_FILE])
+    text = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
+    if config["broker"]["password"] is not None:
+        _write_secret(out / "ota_config.json", text)
+    else:
+        (out / "ota_config.json").write_bytes(text)
+    for name, data in sources.items():
+        (out / name).write_bytes(data)
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def flash_commands(port, firmware, *, chip="esp32", baud=460800, erase=False):
+    """esptool (v5 spelling) command lines that put MicroPython on the board."""
+    if chip not in FLASH_OFFSETS:
+        raise ProvisionError("unknown chip %r (one of: %s)" % (chip, ", ".join(sorted(FLASH_OFFSETS))))
+    head = _read(firmware, "firmware")[:1]
+    if head != bytes([ESP_IMAGE_MAGIC]):
+        raise ProvisionError("%s is not a full ESP firmware image (it must start with the bootloader)" % firmware)
+    base = ["esptool", "--chip", chip, "--port", port, "--baud", str(baud)]
+    commands = [base + ["erase-flash"]] if erase else []
+    commands.append(base + ["write-flash", "-z", hex(FLASH_OFFSETS[chip]), str(firmware)])
+    return commands
+
+
+def deploy_commands(port, staging, tool="mpremote"):
+    """Command lines that copy the staging folder onto the board and reset it."""
+    entries = [str(Path(staging) / name) for name in DEPLOY_ORDER]
+    if tool == "mpremote":
+        connect = ["mpremote", "connect", port]
+        return [connect + ["exec", CLEAN_OLD_PACKAGE], connect + ["fs", "cp", "-r"] + entries + [":"],
+                connect + ["reset"]]
+    if tool == "ampy":
+        ampy = ["ampy", "--port", port]
+        return ([ampy + ["rmdir", "--missing-okay", "lib/ota"]]
+                + [ampy + ["put", e, Path(e).name] for e in entries] + [ampy + ["reset", "--hard"]])
+    raise ProvisionError("unknown deploy tool %r (mpremote or ampy)" % tool)
+
+
+def quote(command):
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def run(commands, echo=print):
+    """Run each command in turn, the venv's tools first on PATH; stop at the first failure."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    for command in commands:
+        echo(quote(command))
+        try:
+            code = subprocess.run(command, env=env).returncode
+        except OSError as exc:
+            raise CommandFailed(command, exc.strerror or exc)
+        if code != 0:
+            raise CommandFailed(command, code)
