@@ -23,7 +23,7 @@ _CAUSES = {
 }
 
 _wdt = None
-_deadline = None
+_deadline = None  # set while on trial, cleared by confirmation
 
 
 def _pending():
@@ -66,14 +66,15 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
 
 
 def in_trial():
-    return _wdt is not None
+    """True from a trial boot until the image is confirmed."""
+    return _deadline is not None
 
 
 def feed():
     """Feed the trial watchdog; past the confirmation deadline, give up and roll back."""
     if _wdt is None:
         return
-    if time.ticks_diff(time.ticks_ms(), _deadline) > 0:
+    if _deadline is not None and time.ticks_diff(time.ticks_ms(), _deadline) > 0:
         _fail("confirm_timeout")
     _wdt.feed()
 
@@ -81,7 +82,9 @@ def feed():
 def confirm(checks=()):
     """Mark the running image valid if every check returns True; otherwise roll back now.
     Returns True when the image is (now or already) confirmed."""
+    global _deadline
     if otadata.running_state() != otadata.PENDING_VERIFY:
+        _deadline = None
         return True
     for check in checks:
         try:
@@ -91,6 +94,7 @@ def confirm(checks=()):
         if not ok:
             _fail("health_check_failed")
     esp32.Partition.mark_app_valid_cancel_rollback()
+    _deadline = None
     _confirmed(_pending())
     return True
 

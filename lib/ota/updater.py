@@ -43,7 +43,13 @@ class Updater:
         self._buf = bytearray(SECTOR)  # for hashing the slot, allocated before any big work
 
     def _check(self, blob):
-        return manifest.check(blob, self.keys, self.board, history.load()["counter"], self.target.info()[3], self.clock() if self.clock else None)
+        now = self.clock() if self.clock else None
+        return manifest.check(blob, self.keys, self.board, history.load()["counter"], self.target.info()[3], now, self.tick)
+
+    @property
+    def verified(self):
+        """True once `finish()` has checked the slot: `install()` may be called."""
+        return self._verified
 
     def offer(self, blob):
         """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
