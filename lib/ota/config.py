@@ -1,7 +1,8 @@
 """The device's OTA settings: `ota_config.json` at the filesystem root, written at provisioning.
 
-Only what differs from the defaults needs to be in the file. No secrets are kept here beyond the
-names of the files that hold them."""
+Only what differs from the defaults needs to be in the file. Certificates and keys are separate
+DER files named here (the form MicroPython's `tls` loads on every port). A broker password, when
+a broker uses passwords instead of client certificates, is the one secret in this file."""
 import json
 
 CONFIG_FILE = "ota_config.json"
@@ -12,9 +13,9 @@ DEFAULTS = {
     "fleet": "default",  # topic level names: docs/PROTOCOL.md
     "group": None,
     "root": "ota",
-    # host, port (default 8883 with TLS, 1883 without), tls (bool), ca / cert / key (file names
-    # on the device), server_hostname, user, password, keepalive (s)
-    "broker": {"host": "127.0.0.1", "tls": True, "ca": "certs/ca.pem", "keepalive": 30},
+    # host, port (default 8883 with TLS, 1883 without), tls (bool), ca / cert / key (DER file
+    # names on the device), server_hostname, user, password, keepalive (s)
+    "broker": {"host": "127.0.0.1", "tls": True, "ca": "certs/ca.der", "keepalive": 30},
     "install": "now",  # when a verified update may be installed: "now" or "window H1 H2"
     "wdt_ms": 30000,  # trial watchdog; rp2's hardware allows at most 8388
     "confirm_within_ms": 300000,  # a trial that has not confirmed by then rolls back

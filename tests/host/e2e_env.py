@@ -1,0 +1,84 @@
+"""A simulated board running the project's own boot.py and main.py against a real broker:
+the whole path main.py → ota.service → MQTT → slot → trial boot → confirm."""
+import json
+import subprocess
+import sys
+import time
+
+from mpunix import ROOT, install_mpy
+from pipeline_env import FW_HEALTHY
+from releases import Signer
+from tools import broker as host_broker
+from tools.cmd_publish import fleet_status
+
+
+APPS = ROOT / "tests" / "host" / "apps"
+
+
+class Fleet:
+    """A broker, a signing key, and simulated boards that trust it."""
+
+    def __init__(self, tmp_path, broker, sim_device, fleet="demo"):
+        self.tmp = tmp_path
+        self.broker = broker
+        self.sim_device = sim_device
+        self.fleet = fleet
+        self.signer = Signer(tmp_path / "keys")
+        self.boards = {}
+
+    def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize="400K", extra=None, ca=None, cert=None,
+              app="main.py"):
+        """A board with firmware 1.0.0; `app` is the project's main.py or a test app's file name."""
+        old = self.signer.release("1.0.0", {"fw": firmware})[1]
+        device = self.sim_device(old, heapsize=heapsize)
+        install_mpy(device.fs / "lib")
+        broker_cfg = {"host": self.broker.host, "port": self.broker.port, "tls": self.broker.tls,
+                      "server_hostname": "localhost", "keepalive": 10}
+        files = {"boot.py": (ROOT / "boot.py").read_text(), "main.py": (ROOT / app if app == "main.py" else APPS / app).read_text(),
+                 ".ota/trust.bin": self.signer.trust.read_bytes()}
+        if self.broker.tls:  # DER, the form MicroPython's tls module loads on every port
+            broker_cfg["ca"] = "certs/ca.der"
+            files["certs/ca.der"] = ca or self.broker.pki.ca_der
+            if cert:
+                broker_cfg.update({"cert": "certs/device.der", "key": "certs/device.key.der"})
+                files["certs/device.der"] = cert["cert_der"]
+                files["certs/device.key.der"] = cert["key_der"]
+        cfg = {"device_id": device_id, "fleet": self.fleet, "group": group, "broker": broker_cfg,
+               "wdt_ms": 5000, "confirm_within_ms": 60000}
+        cfg.update(extra or {})
+        files["ota_config.json"] = json.dumps(cfg)
+        device.write_files(files)
+        self.boards[device_id] = device
+        return device
+
+    def connection(self):
+        kw = {"cafile": str(self.broker.pki.ca_file)} if self.broker.tls else {}
+        return host_broker.Connection(self.broker.host, self.broker.port, **kw)
+
+    def publish(self, blob, image, *target):
+        """Publish with the real CLI, as a maker would: `mpota publish ... --fleet F`."""
+        (self.tmp / "release.sig").write_bytes(blob)
+        (self.tmp / "release.bin").write_bytes(image)
+        cmd = [sys.executable, "-m", "tools", "publish", str(self.tmp / "release.sig"), str(self.tmp / "release.bin"),
+               "--fleet", self.fleet, "--broker", "%s:%d" % (self.broker.host, self.broker.port), "--quiet"]
+        cmd += list(target)
+        if self.broker.tls:
+            cmd += ["--cafile", str(self.broker.pki.ca_file)]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    def states(self):
+        with self.connection() as conn:
+            msgs = conn.retained(["ota/status/+/state", "ota/status/+/online"], settle=0.3)
+        return fleet_status(msgs.items())
+
+    def wait_state(self, predicate, timeout=120):
+        """Poll the retained states until `predicate(states)` holds; returns the states."""
+        end = time.monotonic() + timeout
+        states = {}
+        while time.monotonic() < end:
+            states = self.states()
+            if predicate(states):
+                return states
+            time.sleep(0.3)
+        consoles = "\n\n".join("%s:\n%s" % (d, b.console[-3000:]) for d, b in self.boards.items())
+        raise AssertionError("states never matched: %r\n%s" % (states, consoles))
