@@ -110,12 +110,19 @@ class SimDevice:
         return self.console
 
     def wait_for(self, pattern, timeout=30):
-        """Wait until the console matches the regular expression `pattern`."""
+        """Wait until the console matches the regular expression `pattern` (multiline)."""
+        self._wait_until(lambda: re.search(pattern, self.console, re.M), timeout, repr(pattern))
+
+    def wait_boots(self, count, timeout=30):
+        """Wait until the console shows `count` boot lines in all."""
+        self._wait_until(lambda: len(self.boot_log()) >= count, timeout, "boot %d" % count)
+
+    def _wait_until(self, done, timeout, what):
         end = time.monotonic() + timeout
-        while not re.search(pattern, self.console, re.M):
+        while not done():
             if time.monotonic() > end or (self.proc is not None and self.proc.poll() is not None
                                            and not self._reader.is_alive()):
-                raise AssertionError("%r never appeared:\n%s" % (pattern, self.console))
+                raise AssertionError("%s never appeared:\n%s" % (what, self.console))
             time.sleep(0.01)
 
     def power_cut(self):
