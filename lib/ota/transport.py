@@ -268,7 +268,9 @@ class Transport:
             m = self.u.offer(blob)
         except OTAError:
             return  # the updater reported it; a download already under way goes on
-        if m is None:
+        if m is None:  # the winner is installed already, or failed here before: fetch nothing
+            self._drop_window()
+            self.manifest = self.prefix = None
             return
         if self.max_chunk is not None and m.chunk_size > self.max_chunk:
             self.events.emit("rejected", release=m.id, reason="chunk_size")
