@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 
 from tools import mpy, signing
 
+DER = serialization.Encoding.DER
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME_MAX = 64  # device id, fleet and group are MQTT topic levels
 FORBIDDEN = "/+#"
@@ -28,7 +30,9 @@ BROKER_KEYS = ("host", "port", "tls", "ca", "cert", "key", "server_hostname", "u
 FLASH_OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0}
 ESP_IMAGE_MAGIC = 0xE9
 # Files on the board, in deploy order: the package before the boot.py that imports it.
-CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.pem", "certs/device.crt", "certs/device.key"
+# DER on the device: the form MicroPython's tls module loads on every port (PEM needs a build
+# option some ports lack).
+CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.der", "certs/device.der", "certs/device.key.der"
 DEPLOY_ORDER = ("lib", ".ota", "certs", "ota_config.json", "boot.py", "main.py")
 # Run on the board before copying: drops an older lib/ota, whose .py files would shadow the .mpy.
 CLEAN_OLD_PACKAGE = ('import os; d = "lib/ota"; [os.remove(d + "/" + n) for n in (os.listdir(d) if "ota" in '
@@ -92,25 +96,24 @@ def _read(path, what):
 
 
 def read_credentials(ca, cert=None, key=None):
-    """{staged name: PEM bytes} for the CA and, when given, the device's certificate and key.
+    """{staged name: DER bytes} for the CA and, when given, the device's certificate and key,
+    read from PEM files.
 
     The key must be unencrypted (the device has nowhere to keep a password) and match the cert."""
-    files = {CA_FILE: _read(ca, "CA certificate")}
     try:
-        x509.load_pem_x509_certificate(files[CA_FILE])
+        files = {CA_FILE: x509.load_pem_x509_certificate(_read(ca, "CA certificate")).public_bytes(DER)}
     except ValueError:
         raise ProvisionError("%s is not a PEM certificate" % ca)
     if (cert is None) != (key is None):
         raise ProvisionError("--cert and --key go together")
     if cert is None:
         return files
-    files[CERT_FILE], files[KEY_FILE] = _read(cert, "device certificate"), _read(key, "device key")
     try:
-        certificate = x509.load_pem_x509_certificate(files[CERT_FILE])
+        certificate = x509.load_pem_x509_certificate(_read(cert, "device certificate"))
     except ValueError:
         raise ProvisionError("%s is not a PEM certificate" % cert)
     try:
-        private = serialization.load_pem_private_key(files[KEY_FILE], password=None)
+        private = serialization.load_pem_private_key(_read(key, "device key"), password=None)
     except TypeError:
         raise ProvisionError("%s is encrypted: the device needs the key unencrypted" % key)
     except ValueError:
@@ -118,6 +121,9 @@ def read_credentials(ca, cert=None, key=None):
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if certificate.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
         raise ProvisionError("%s is not the key of %s" % (key, cert))
+    files[CERT_FILE] = certificate.public_bytes(DER)
+    files[KEY_FILE] = private.private_bytes(DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                                            serialization.NoEncryption())
     return files
 
 

@@ -12,6 +12,7 @@ import click
 import esptool
 import pytest
 from ampy import cli as ampy_cli
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mpremote import main as mpremote_main
 
@@ -19,6 +20,10 @@ import mpunix
 from certs import TestPKI
 from mpunix import ROOT
 from tools import cli, fwimage, mpy, provision, signing
+
+
+def pem_to_der(path):
+    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
 
 PORT = "/dev/ttyUSB0"
 CLEAN = provision.CLEAN_OLD_PACKAGE
@@ -238,16 +243,17 @@ def test_staging_folder_mirrors_the_board(inputs, capsys):
     assert code == 0, err
     s = inputs.out
     modules = sorted("lib/ota/%s.mpy" % p.stem for p in (ROOT / "lib" / "ota").glob("*.py"))
-    assert staged_files(s) == sorted(modules + [".ota/trust.bin", "boot.py", "certs/ca.pem", "certs/device.crt",
-                                                "certs/device.key", "main.py", "ota_config.json"])
+    assert staged_files(s) == sorted(modules + [".ota/trust.bin", "boot.py", "certs/ca.der", "certs/device.der",
+                                                "certs/device.key.der", "main.py", "ota_config.json"])
     for name in modules:
         data = (s / name).read_bytes()
         assert data[:2] == b"M\x06" and mpy.header_arch(data) in ("xtensawin", "bytecode")
     assert (s / ".ota/trust.bin").read_bytes() == inputs.trust.read_bytes()
-    assert (s / "certs/ca.pem").read_bytes() == inputs.ca.read_bytes()
-    assert (s / "certs/device.crt").read_bytes() == inputs.cert.read_bytes()
-    assert (s / "certs/device.key").read_bytes() == inputs.key.read_bytes()
-    assert stat.S_IMODE((s / "certs/device.key").stat().st_mode) == 0o600
+    assert (s / "certs/ca.der").read_bytes() == pem_to_der(inputs.ca)
+    assert (s / "certs/device.der").read_bytes() == pem_to_der(inputs.cert)
+    key = serialization.load_der_private_key((s / "certs/device.key.der").read_bytes(), None)
+    assert key.private_numbers() == serialization.load_pem_private_key(inputs.key.read_bytes(), None).private_numbers()
+    assert stat.S_IMODE((s / "certs/device.key.der").stat().st_mode) == 0o600
     assert stat.S_IMODE(s.stat().st_mode) & 0o077 == 0
     assert (s / "boot.py").read_bytes() == (ROOT / "boot.py").read_bytes()
     assert (s / "main.py").read_text() == MAIN
@@ -255,8 +261,8 @@ def test_staging_folder_mirrors_the_board(inputs, capsys):
     assert set(config) == SCHEMA and set(config["broker"]) == BROKER_SCHEMA
     assert config["device_id"] == "dev-7" and config["fleet"] == "plant" and config["group"] == "canary"
     assert config["board"] == "esp32-generic" and config["root"] == "ota"
-    assert config["broker"] == {"host": "mqtt.example.com", "port": 8884, "tls": True, "ca": "certs/ca.pem",
-                                "cert": "certs/device.crt", "key": "certs/device.key", "server_hostname": None,
+    assert config["broker"] == {"host": "mqtt.example.com", "port": 8884, "tls": True, "ca": "certs/ca.der",
+                                "cert": "certs/device.der", "key": "certs/device.key.der", "server_hostname": None,
                                 "user": None, "password": None, "keepalive": 30}
     assert (config["wdt_ms"], config["confirm_within_ms"], config["install"]) == (30000, 300000, "now")
     key_text = inputs.key.read_text()
@@ -284,14 +290,14 @@ def test_password_login_stays_out_of_the_output(inputs, capsys):
     assert (config["broker"]["cert"], config["broker"]["key"]) == (None, None)
     assert stat.S_IMODE((s / "ota_config.json").stat().st_mode) == 0o600
     assert "s3cret" not in out + err
-    assert not (s / "certs/device.key").exists()
+    assert not (s / "certs/device.key.der").exists()
 
 
 def test_a_second_run_leaves_nothing_of_the_first(inputs, capsys):
     assert provision_cli(inputs.args(), capsys)[0] == 0
     (inputs.out / "stray.txt").write_text("from before")
     assert provision_cli(inputs.args(auth="password"), capsys)[0] == 0
-    assert "certs/device.key" not in staged_files(inputs.out) and "stray.txt" not in staged_files(inputs.out)
+    assert "certs/device.key.der" not in staged_files(inputs.out) and "stray.txt" not in staged_files(inputs.out)
 
 
 @pytest.mark.parametrize("device_id", ["", "a/b", "fleet+", "#", "x" * 65, "tab\there"])
