@@ -123,3 +123,20 @@ c.disconnect()
     assert stored["ota/fw/%s/manifest" % rid] == blob == stored["ota/manifest/esp32-generic"]
     assert "ota/manifest/esp32-generic/device/dev-a" not in stored
     assert stored["ota/status/dev-a/state"] == b'{"state": "idle"}'
+
+
+def test_server_name_is_checked(mosquitto, mp, device_lib, tmp_path):
+    mq = mosquitto(tls=True)
+    ca, _, _ = der_files(tmp_path, mq.pki)
+    out = mp(CONNECT + """
+for name in ("localhost", "broker.example"):
+    c = client("dev-a", %d, %r)
+    c.server_hostname = name
+    try:
+        c.connect()
+        print(name, "connected")
+        c.disconnect()
+    except MQTTError as e:
+        print(name, e.reason)
+""" % (mq.port, ca), path=(device_lib,)).stdout
+    assert out.split("\n")[:2] == ["localhost connected", "broker.example tls"]
