@@ -173,7 +173,11 @@ class Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the broker is down: the device sees its connection refused
+                client.close()
+                continue
             with self.lock:
                 self.links += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):

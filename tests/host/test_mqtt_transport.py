@@ -179,3 +179,33 @@ def test_one_and_a_half_mib_with_stock_broker_limits_drops_nothing(mosquitto, ot
     assert chunk_sends(log, "dev-1", rid) == 384  # every chunk exactly once
     assert max_outstanding(log, "dev-1") <= 4  # the window: all the broker ever held for the device
     print("1.5 MiB in %.1f s; device heap free at the end: %s bytes of 48K" % (elapsed, out.split()[-1]))
+
+
+def test_disruption_campaign(mosquitto, ota_device, tcp_proxy, tmp_path):
+    """Link drops and broker restarts, alternating, during one download: it still completes and
+    fetches little more than the image. OTA_SOAK=1: a 1.5 MiB image and 20 disruptions."""
+    soak = os.environ.get("OTA_SOAK") == "1"
+    chunks, disruptions = (384, 20) if soak else (160, 4)
+    mq = mosquitto(persistence=True)
+    image = os.urandom(chunks * 4096)
+    rid = publish(mq, make_release(image, chunk_size=4096), image, ["ota/manifest/esp32-generic"])
+    proxy = tcp_proxy(mq.port)
+    data = tmp_path / "slot.bin"
+    run = ota_device({"port": proxy.port, "device": "dev-1", "fleet": "esp32-generic", "data": str(data),
+                      "delay_ms": 5, "keepalive": 5, "limit_ms": 600000})
+    sends = 0
+    for n in range(disruptions):
+        wait_for_chunks(data, chunks * (n + 1) // (disruptions + 1), run)
+        if n % 2:
+            log = mq.log_text()
+            sends += chunk_sends(log, "dev-1", rid)
+            mq.restart(pause=0.2)
+            mq.log_path.write_text("")  # count each broker life's sends once
+        else:
+            proxy.drop()
+    rc, out, err = run.wait(timeout=600)
+    assert rc == 0 and out.startswith("COMPLETE " + rid), out + err
+    assert data.read_bytes() == image
+    sends += chunk_sends(mq.log_text(), "dev-1", rid)
+    assert sends <= chunks + 4 * disruptions, "%d chunk messages for %d chunks" % (sends, chunks)
+    assert not mq.dropped_lines()
