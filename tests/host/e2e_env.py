@@ -1,6 +1,7 @@
 """A simulated board running the project's own boot.py and main.py against a real broker:
 the whole path main.py → ota.service → MQTT → slot → trial boot → confirm."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ class Fleet:
         self.signer = Signer(tmp_path / "keys")
         self.boards = {}
 
-    def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize="400K", extra=None, ca=None, cert=None,
+    def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize=os.environ.get("OTA_E2E_HEAP", "400K"), extra=None, ca=None, cert=None,
               app="main.py"):
         """A board with firmware 1.0.0; `app` is the project's main.py or a test app's file name."""
         old = self.signer.release("1.0.0", {"fw": firmware})[1]
