@@ -7,6 +7,7 @@ With `umqtt.simple` (or `ota.mqtt`):
     client.set_callback(link.callback(t, app_callback))   # OTA topics go to the transport
     client.set_last_will(*t.last_will())
     client.connect(); t.on_connect()                      # again after every reconnection
+    # (and t.on_disconnect() when the application sees its link drop)
     while True:
         client.check_msg(); t.tick()                      # t.tick() is True: call finish()
 
