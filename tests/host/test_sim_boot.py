@@ -143,8 +143,8 @@ if s == '':
     time.sleep(1)
     print('not reached')
 elif s == 'x':
-    w = machine.WDT(timeout=300)
-    for _ in range(10):
+    w = machine.WDT(timeout=600)
+    for _ in range(15):       # 1.5 s in all: well past the timeout
         time.sleep_ms(100)
         w.feed()
     print('survived')       # then idle at the REPL: nobody feeds, the WDT fires

@@ -103,7 +103,7 @@ class Flash:
         else:
             self._f = open(path, "r+b", buffering=0)
         self._page = bytearray(PAGE)
-        self._erased = b"\xff" * SECTOR
+        self._erased = b"\xff" * PAGE
 
     def close(self):
         self._f.close()
@@ -128,7 +128,7 @@ class Flash:
             old = memoryview(self._page)[:n]
             self.read(addr + done, old)
             chunk = data[done:done + n]
-            if old != self._erased[:n]:
+            if old != memoryview(self._erased)[:n]:
                 chunk = (int.from_bytes(old, "big") & int.from_bytes(chunk, "big")).to_bytes(n, "big")
             self._f.seek(addr + done)
             self._f.write(chunk)
@@ -136,8 +136,8 @@ class Flash:
 
     def erase(self, addr, size):
         """Set whole sectors to 0xFF (addr and size are sector multiples)."""
-        for a in range(addr, addr + size, SECTOR):
-            self._f.seek(a)
+        self._f.seek(addr)
+        for _ in range(size // PAGE):
             self._f.write(self._erased)
 
 
