@@ -99,7 +99,11 @@ class Transport:
             kind, fields = self.pending[0]
             event = dict(fields)
             event["kind"] = kind
-            self.link.publish(self.status + "event", json.dumps(event), False, 1)
+            try:
+                text = json.dumps(event)
+            except (TypeError, ValueError):  # a field JSON cannot carry: report the step anyway
+                text = json.dumps({"kind": kind})
+            self.link.publish(self.status + "event", text, False, 1)
             self.pending.pop(0)
         self._publish_state()
 
