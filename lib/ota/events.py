@@ -22,8 +22,8 @@ STATES = {
     "rejected": "idle",
 }
 
-_listeners = []
-_pending = []
+_listeners: list = []
+_pending: list = []
 _state = {"state": "idle", "version": None, "slot": None, "release": None, "progress": 0, "reason": None}
 
 
