@@ -23,7 +23,7 @@ from ota.errors import OTAError
 try:
     import select
 except ImportError:
-    import uselect as select
+    import uselect as select  # type: ignore[no-redef]  # older firmware may offer only uselect
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -104,7 +104,7 @@ class MQTTClient:
         self.poller = None
         self.pid = 0
         self.acked = -1
-        self.last_tx = 0
+        self.last_tx = time.ticks_ms()
         self.ping_at = None  # ticks when an unanswered PINGREQ went out
 
     # --- configuration, as in umqtt.simple ---
@@ -365,13 +365,16 @@ class MQTTClient:
 
     def _read(self, mv):
         """Fill `mv` exactly, each wait bounded by `timeout`."""
+        sock = self.sock
+        if sock is None:
+            raise MQTTError("closed", "not connected")
         got = 0
         want = len(mv)
         while got < want:
             if not self._wait_readable(self.timeout * 1000):
                 self.close()
                 raise MQTTError("timeout", "read")
-            n = self.sock.readinto(mv[got:])
+            n = sock.readinto(mv[got:])
             if n is None:
                 continue
             if not n:
