@@ -35,7 +35,7 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
     global _wdt, _deadline
-    running = esp32.Partition(esp32.Partition.RUNNING)
+    running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     index = otadata.slot_index(running)
     version = app_version(running)
     slot = running.info()[4]
@@ -100,7 +100,7 @@ def confirm(checks=()):
 
 
 def _confirmed(pending):
-    running = esp32.Partition(esp32.Partition.RUNNING)
+    running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     release = pending and pending["release"]
     if pending:
         history.confirmed(release, pending["counter"])
