@@ -70,7 +70,7 @@ def check(blob, keys, board, min_counter, slot_size, now=None, tick=None):
     if tbs_len < _HEADER_SIZE + 2 or tbs_len > _TBS_MAX or tbs_len + 1 >= n or n != tbs_len + 1 + blob[tbs_len]:
         raise FormatError("bad_format", "bad lengths")
     mv = memoryview(blob)
-    key = _find_key(keys, hexlify(mv[8:16]).decode())
+    key = _find_key(keys, hexlify(mv[8:16]).decode())  # type: ignore[arg-type]  # stub: bytes only; any buffer works
     tbs_digest = hashlib.sha256(mv[:tbs_len]).digest()
     if not p256.verify(tbs_digest, mv[tbs_len + 1:], key, tick):
         raise SignatureError("bad_signature", key.id)
