@@ -40,7 +40,7 @@ def _client(cfg):
         import tls
 
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.verify_mode = tls.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the stub, not the firmware
         ctx.load_verify_locations(_read(broker["ca"]))
         if broker.get("cert"):
             ctx.load_cert_chain(_read(broker["cert"]), _read(broker["key"]))
