@@ -57,11 +57,11 @@ class Transport:
         self.window = window
         self.chunk_timeout_ms = chunk_timeout_ms
         self.backoff = backoff
-        self.blobs = [None, None, None]
+        self.blobs: list = [None, None, None]
         self.dirty = False
         self.offered = None  # last blob given to the updater, accepted or not
         self.manifest = None  # the release being fetched
-        self.prefix = None  # b"<root>/fw/<id>/"
+        self.prefix = b""  # b"<root>/fw/<id>/" of the release being fetched
         self.wanted = {}  # chunk index -> ticks_ms of its last request
         self.received = []  # indices to unsubscribe from
         self.stalls = 0
@@ -220,7 +220,8 @@ class Transport:
             self.u.write_chunk(index, msg)
             self.stalls = 0
         except OTAError as exc:
-            self._on_event("chunk_refused", {"release": self.manifest.id, "index": index, "reason": exc.reason})
+            release = self.manifest and self.manifest.id
+            self._on_event("chunk_refused", {"release": release, "index": index, "reason": exc.reason})
 
     # --- the protocol's work, outside callbacks ---
     def tick(self):
@@ -229,10 +230,10 @@ class Transport:
         if not self.connected:
             return False
         self._flush_status()
-        self._choose()
         done, self.received = self.received, []
-        for index in done:
+        for index in done:  # before _choose(), which may move on to another release's topics
             self.link.unsubscribe(self._chunk_topic(index))
+        self._choose()
         if self.manifest is None:
             return False
         if self.u.complete():
@@ -263,7 +264,8 @@ class Transport:
             # Every level was cleared: stop fetching (the release may be pruned); the updater
             # keeps what it has, should the release come back.
             self._drop_window()
-            self.manifest = self.prefix = self.offered = None
+            self.manifest = self.offered = None
+            self.prefix = b""
             return
         if blob == self.offered:
             return
@@ -274,7 +276,8 @@ class Transport:
             return  # the updater reported it; a download already under way goes on
         if m is None:  # the winner is installed already, or failed here before: fetch nothing
             self._drop_window()
-            self.manifest = self.prefix = None
+            self.manifest = None
+            self.prefix = b""
             return
         if self.max_chunk is not None and m.chunk_size > self.max_chunk:
             self.events.emit("rejected", release=m.id, reason="chunk_size")
