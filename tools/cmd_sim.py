@@ -1,8 +1,9 @@
 """`mpota sim`: run simulated ESP32 boards on the MicroPython unix port.
 
 `sim image` builds a synthetic ESP32 app image whose firmware is a set of Python modules,
-`sim new` makes a factory-fresh board with that image in ota_0, and `sim run` powers it on.
-See docs/SIMULATOR.md for what is modelled.
+`sim new` makes a factory-fresh board with that image in ota_0, `sim run` powers it on, and
+`sim board` serves it on a pseudo-terminal that mpremote can connect to. See docs/SIMULATOR.md
+for what is modelled and docs/DEVICE_TESTS.md for the virtual board.
 """
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from tools import fwimage
 from tools.cli import CliError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boards" / "unix"))
-from simhost import supervisor  # noqa: E402
+from simhost import supervisor, vboard  # noqa: E402
 
 
 def _size(text):
@@ -49,13 +50,31 @@ def cmd_new(args):
     return 0
 
 
-def cmd_run(args):
-    if args.uid is not None and len(bytes.fromhex(args.uid)) != 6:
+def _uid(args):
+    if args.uid is None:
+        return None
+    try:
+        uid = bytes.fromhex(args.uid)
+    except ValueError:
+        uid = b""
+    if len(uid) != 6:
         raise CliError("--uid takes 6 bytes in hex, e.g. 240ac4000001")
+    return uid
+
+
+def cmd_run(args):
+    uid = _uid(args)
     try:
         return supervisor.run(args.flash, args.fs, heapsize=args.heapsize, halt_on_idle=args.halt_on_idle,
-                              max_boots=args.max_boots, timeout=args.timeout,
-                              uid=bytes.fromhex(args.uid) if args.uid else None)
+                              max_boots=args.max_boots, timeout=args.timeout, uid=uid)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc))
+
+
+def cmd_board(args):
+    uid = _uid(args)
+    try:
+        return vboard.run(args.flash, args.fs, heapsize=args.heapsize, uid=uid)
     except FileNotFoundError as exc:
         raise CliError(str(exc))
 
@@ -90,3 +109,13 @@ def register(subparsers):
     p.add_argument("--timeout", type=float, help="stop after this many seconds (exit 1)")
     p.add_argument("--uid", help="machine.unique_id() as 12 hex digits (default: derived from --flash)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("board", help="serve the board on a pseudo-terminal for mpremote (a virtual board)",
+                       description="Power the board on behind a pseudo-terminal and print its path (e.g. "
+                       "/dev/pts/7); `mpremote connect PATH ...` then talks to it as to a board on USB. "
+                       "Runs until killed.")
+    p.add_argument("--flash", required=True, help="the board's flash file")
+    p.add_argument("--fs", required=True, help="the board's filesystem folder (the device's current directory)")
+    p.add_argument("--heapsize", default="100K", help="MicroPython heap (default 100K, an ESP32 without PSRAM)")
+    p.add_argument("--uid", help="machine.unique_id() as 12 hex digits (default: derived from --flash)")
+    p.set_defaults(func=cmd_board)

@@ -83,6 +83,7 @@ class Supervisor:
         self.table = sim_flash.load_table(str(self.table_path))
         self.frozen = Path(str(self.flash_path) + ".frozen")
         self.boots = 0
+        self.version = "?"
         self.wdt = None  # armed timeout in seconds
         self.deadline = None
 
@@ -93,28 +94,19 @@ class Supervisor:
         self.say("halt reason=%s boots=%d" % (reason, self.boots))
         return code
 
-    def run(self):
+    def check_flash(self):
         if not self.flash_path.exists() or self.flash_path.stat().st_size != sim_flash.FLASH_SIZE:
             raise FileNotFoundError("%s is not a 4 MiB flash file (make one with `sim new`)" % self.flash_path)
+
+    def run(self):
+        self.check_flash()
         cause, wake = PWRON_RESET, None
         while True:
             if self.max_boots is not None and self.boots >= self.max_boots:
                 return self._halt("max-boots")
-            self.boots += 1
-            self.wdt = None
-            flash = sim_flash.Flash(str(self.flash_path))
-            try:
-                loaded = bootloader.boot(flash, self.table, wake)
-                for line in (loaded.log if loaded else []):
-                    self.say("bootloader: " + line)
-                if loaded is None:
-                    return self._halt("no-bootable-app", 1)
-                version = self._extract(flash, loaded.row)
-                state = bootloader.slot_state(flash, self.table, loaded.label)
-            finally:
-                flash.close()
-            self.say("boot %d slot=%s cause=%s version=%s state=%s"
-                     % (self.boots, loaded.label, CAUSES[cause], version, state))
+            loaded = self.boot(cause, wake)
+            if loaded is None:
+                return self._halt("no-bootable-app", 1)
             outcome = self._run_vm(loaded.label, cause)
             while outcome[0] == "soft":
                 self.say("soft reset")
@@ -134,6 +126,26 @@ class Supervisor:
                 cause, wake = DEEPSLEEP_RESET, loaded.label
             else:
                 cause = {"reset": HARD_RESET, "wdt": WDT_RESET, "panic": HARD_RESET}[outcome[0]]
+
+    def boot(self, cause, wake=None):
+        """A reset: the watchdog stops, the bootloader picks and checks an app and its frozen
+        modules are unpacked. Returns the bootloader's `Boot`, or None if nothing is bootable."""
+        self.boots += 1
+        self.wdt = None
+        flash = sim_flash.Flash(str(self.flash_path))
+        try:
+            loaded = bootloader.boot(flash, self.table, wake)
+            for line in (loaded.log if loaded else []):
+                self.say("bootloader: " + line)
+            if loaded is None:
+                return None
+            self.version = self._extract(flash, loaded.row)
+            state = bootloader.slot_state(flash, self.table, loaded.label)
+        finally:
+            flash.close()
+        self.say("boot %d slot=%s cause=%s version=%s state=%s"
+                 % (self.boots, loaded.label, CAUSES[cause], self.version, state))
+        return loaded
 
     def _extract(self, flash, row):
         """Unpack the loaded image's frozen modules; returns its version string."""
@@ -174,8 +186,9 @@ class Supervisor:
         self._sleep(self.end - time.monotonic())
         return ("timeout",)
 
-    def _run_vm(self, label, cause):
-        """One run of the MicroPython VM, until it ends or the board takes it down."""
+    def spawn(self, label, cause, args, **popen):
+        """Start the MicroPython VM in the filesystem folder with the board's wiring (the
+        OTASIM_* variables); returns the process and the read end of its control pipe."""
         r, w = os.pipe()
         env = dict(os.environ)
         env.update({
@@ -189,10 +202,14 @@ class Supervisor:
             "OTASIM_UID": self.uid.hex(),
             "OTASIM_CTL_FD": str(w),
         })
-        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + self.heapsize, str(simhost.PORT_MAIN)],
-                                cwd=self.fs, env=env, pass_fds=(w,), stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + self.heapsize] + list(args),
+                                cwd=self.fs, env=env, pass_fds=(w,), preexec_fn=_die_with_parent, **popen)
         os.close(w)
+        return proc, r
+
+    def _run_vm(self, label, cause):
+        """One run of the MicroPython VM, until it ends or the board takes it down."""
+        proc, r = self.spawn(label, cause, [str(simhost.PORT_MAIN)], stdin=subprocess.DEVNULL)
         pending = b""
         try:
             while True:
@@ -238,9 +255,15 @@ class Supervisor:
         return None
 
 
-def run(flash, fs, **options):
-    """Run one device in its own process group (so killing the group is a power cut)."""
+def lead_group():
+    """Lead a process group of its own (the VMs join it, so killing the group is a power cut);
+    SIGTERM exits cleanly."""
     if os.getpgrp() != os.getpid():
         os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def run(flash, fs, **options):
+    """Run one device in its own process group."""
+    lead_group()
     return Supervisor(flash, fs, **options).run()
