@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from certs import TestPKI
+from tools.pki import PKI
 from plugin_broker import make_release
 from tools import broker as hostbroker
 from tools.cmd_publish import publish_release
@@ -69,7 +69,7 @@ def test_release_over_tls_with_client_certificate(secured, ota_device, tmp_path)
 
 def test_wrong_ca_refuses_to_connect(secured, mp, device_lib, tmp_path):
     mq, _ = secured
-    stranger = TestPKI(tmp_path / "other")
+    stranger = PKI(tmp_path / "other")
     ca, cert, key = der_files(tmp_path, stranger, mq.client_cert("dev-a"))
     out = mp(CONNECT + """
 c = client("dev-a", %d, %r, %r, %r)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from mpremote import main as mpremote_main
 
 import mpunix
-from certs import TestPKI
+from tools.pki import PKI
 from mpunix import ROOT
 from tools import cli, fwimage, mpy, provision, signing
 
@@ -38,7 +38,7 @@ class Inputs:
 
     def __init__(self, d):
         self.dir = d
-        pki = TestPKI(d / "pki")
+        pki = PKI(d / "pki")
         self.ca = pki.ca_file
         leaf = pki.issue("dev-7")
         self.cert, self.key = leaf["cert_file"], leaf["key_file"]

@@ -1,6 +1,6 @@
-"""A throwaway test PKI made with `cryptography`: one CA, a server certificate for
-127.0.0.1/localhost, and per-device client certificates whose CN is the device id (mosquitto's
-`use_identity_as_username` turns it into the MQTT username the ACL sees)."""
+"""A small local PKI made with `cryptography`, for the demo and the tests: one CA, a server
+certificate for 127.0.0.1/localhost, and per-device client certificates whose CN is the device id
+(mosquitto's `use_identity_as_username` turns it into the MQTT username the ACL sees)."""
 import datetime
 import ipaddress
 from pathlib import Path
@@ -25,12 +25,10 @@ def _pem_cert(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-class TestPKI:
-    """CA plus issued certificates, written as PEM files under `directory`."""
+class PKI:
+    """CA plus issued certificates, written as PEM files under `directory` (keys mode 0600)."""
 
-    __test__ = False  # not a pytest test class
-
-    def __init__(self, directory, ca_name="micropython-ota test CA"):
+    def __init__(self, directory, ca_name="micropython-ota local CA"):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -52,10 +50,10 @@ class TestPKI:
         self.ca_der = self.ca_cert.public_bytes(serialization.Encoding.DER)
         self.ca_file = self._write("ca.crt", self.ca_pem)
 
-    def _write(self, name, data):
+    def _write(self, name, data, mode=0o644):
         path = self.dir / name
         path.write_bytes(data)
-        path.chmod(0o644)
+        path.chmod(mode)
         return path
 
     def issue(self, cn, *, server=False):
@@ -94,5 +92,5 @@ class TestPKI:
             ),
         }
         leaf["cert_file"] = self._write(cn + ".crt", leaf["cert_pem"])
-        leaf["key_file"] = self._write(cn + ".key", leaf["key_pem"])
+        leaf["key_file"] = self._write(cn + ".key", leaf["key_pem"], 0o600)
         return leaf
