@@ -27,7 +27,7 @@ class Fleet:
         self.signer = Signer(tmp_path / "keys")
         self.boards = {}
 
-    def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize=os.environ.get("OTA_E2E_HEAP", "400K"), extra=None, ca=None, cert=None,
+    def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize=os.environ.get("OTA_E2E_HEAP", "240K"), extra=None, ca=None, cert=None,
               app="main.py"):
         """A board with firmware 1.0.0; `app` is the project's main.py or a test app's file name."""
         old = self.signer.release("1.0.0", {"fw": firmware})[1]
