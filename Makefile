@@ -1,6 +1,6 @@
 # micropython-ota: every target sets up what it needs itself.
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -29,7 +29,7 @@ mpy: setup
 	$(BIN)/python -m tools mpy --arch xtensawin --arch armv6m --out build/mpy
 
 demo: setup
-	@echo "make demo: not yet (see the open issue for the demo)"
+	$(BIN)/python -m tools demo
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -126,7 +126,7 @@ def cmd_prune(args):
 
 # --- status -----------------------------------------------------------------------------------
 
-COLUMNS = ("device", "online", "state", "version", "slot", "progress", "release", "reason")
+COLUMNS = ("device", "online", "state", "version", "slot", "progress", "release", "target", "reason")
 
 
 def fleet_status(messages, root=broker.DEFAULT_ROOT, devices=None):

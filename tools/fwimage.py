@@ -108,3 +108,9 @@ def read_modules(data):
         modules[name] = bytes(seg[pos:pos + source_len]).decode()
         pos += source_len
     return modules
+
+
+# Firmware behaviours for simulated boards: the module `fw` that boards/unix/sim_main.py asks
+# whether the hardware works, so a release can be built to pass or fail its trial.
+FW_HEALTHY = "def start():\n    pass\n\ndef healthy():\n    return True\n"
+FW_UNHEALTHY = "def start():\n    pass\n\ndef healthy():\n    return False\n"

@@ -24,7 +24,9 @@ STATES = {
 
 _listeners: list = []
 _pending: list = []
-_state = {"state": "idle", "version": None, "slot": None, "release": None, "progress": 0, "reason": None}
+# version and slot: the running firmware; release and target: the release acted on, its version.
+_state = {"state": "idle", "version": None, "slot": None, "release": None, "target": None, "progress": 0,
+          "reason": None}
 
 
 def listen(fn):
@@ -42,7 +44,7 @@ def forget(fn):
 
 def emit(kind, **fields):
     _state["state"] = STATES.get(kind, _state["state"])
-    for key in ("version", "slot", "release", "progress", "reason"):
+    for key in ("version", "slot", "release", "target", "progress", "reason"):
         if key in fields:
             _state[key] = fields[key]
     if kind in ("offered", "trial"):

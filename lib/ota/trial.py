@@ -43,7 +43,7 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     if otadata.running_state() == otadata.PENDING_VERIFY:
         _wdt = machine.WDT(timeout=wdt_ms)
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
-        events.emit("trial", release=pending and pending["release"], version=version, slot=slot, progress=100)
+        events.emit("trial", release=pending and pending["release"], target=version, version=version, slot=slot, progress=100)
         return True
     events.emit("booted", version=version, slot=slot)
     if pending is None:
@@ -59,7 +59,7 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
             # download is still in the slot, and the updater installs it again.
             history.failed(pending["release"])
             Progress.clear()
-        events.emit("rolled_back", release=pending["release"], version=version, reason=reason)
+        events.emit("rolled_back", release=pending["release"], target=pending["version"], version=version, reason=reason)
     # else set_boot() never completed: the download is still whole, the updater finishes it again
     store.remove(store.PENDING)
     return False

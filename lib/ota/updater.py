@@ -29,7 +29,7 @@ class Updater:
         self.permission = permission  # callable: may the device switch and reboot now?
         self.clock = clock  # seconds since 1970 when the device has a trusted clock
         self.tick = tick  # called during long work, e.g. to feed a watchdog
-        running = esp32.Partition(esp32.Partition.RUNNING)
+        running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
         self.version = app_version(running)
         self.target = running.get_next_update()
         self.manifest = None
@@ -84,70 +84,67 @@ class Updater:
         self.slot = Slot(self.target, progress)
         self._verified = self._asked = False
         self._unsaved = 0
-        events.emit("offered", release=m.id, version=m.version, resumed=progress.received_count(), progress=self._progress_percent())
+        events.emit("offered", release=m.id, target=m.version, resumed=progress.received_count(), progress=_percent(progress))
         return m
 
     def missing(self, limit):
         return self.progress.missing(limit) if self.progress else []
 
     def complete(self):
-        return bool(self.progress) and self.progress.complete()
+        return self.progress is not None and self.progress.complete()
 
     def write_chunk(self, index, data):
         """Write chunk `index` into the slot. Returns False for a chunk already in flash."""
-        m = self.manifest
-        if m is None:
+        m, p, slot = self.manifest, self.progress, self.slot
+        if m is None or p is None or slot is None:
             raise StateError("no_offer", "no manifest offered")
         if not 0 <= index < m.chunk_count:
             raise FormatError("bad_chunk", "index out of range")
         expected = m.chunk_size if index < m.chunk_count - 1 else m.size - m.chunk_size * (m.chunk_count - 1)
         if len(data) != expected:
             raise FormatError("bad_chunk", "wrong chunk length")
-        received = self.progress.received
+        received = p.received
         if test_bit(received, index):
             return False
-        self.slot.write(index * m.chunk_size, data)
+        slot.write(index * m.chunk_size, data)
         set_bit(received, index)
         self._unsaved += 1
-        if self._unsaved >= _SAVE_EVERY or self.progress.complete():
-            self.progress.save()
+        if self._unsaved >= _SAVE_EVERY or p.complete():
+            p.save()
             self._unsaved = 0
-        percent = self._progress_percent()
+        percent = _percent(p)
         if percent // 5 != self._percent // 5:
             events.emit("downloading", release=m.id, progress=percent)
         self._percent = percent
         return True
 
-    def _progress_percent(self):
-        return self.progress.received_count() * 100 // self.manifest.chunk_count
-
     def finish(self):
         """Check what is in flash against the signed digest, and the signature once more."""
-        m = self.manifest
-        if not self.complete():
+        m, p, slot = self.manifest, self.progress, self.slot
+        if m is None or p is None or slot is None or not p.complete():
             raise StateError("incomplete", "chunks are missing")
-        self.progress.save()
-        if self.slot.sha256(m.size, self._buf, self.tick) != m.digest:
-            self._restart()
+        p.save()
+        if slot.sha256(m.size, self._buf, self.tick) != m.digest:
+            self._restart(m, p, slot)
             events.emit("rejected", release=m.id, reason="bad_digest")
             raise IntegrityError("bad_digest", "flash content does not match the manifest")
         if self._check(self._blob).id != m.id:
             raise IntegrityError("bad_signature", "manifest changed")
         self._verified = True
-        events.emit("verified", release=m.id, version=m.version)
+        events.emit("verified", release=m.id, target=m.version)
 
     def install(self):
         """Switch to the verified slot and hard-reset, once the application permits.
         Returns False while permission is withheld; never returns otherwise."""
-        m = self.manifest
-        if not self._verified:
+        m, p, slot = self.manifest, self.progress, self.slot
+        if m is None or p is None or slot is None or not self._verified:
             raise StateError("not_verified", "finish() first")
         if not self.permission():
             if not self._asked:
-                events.emit("awaiting_permission", release=m.id, version=m.version)
+                events.emit("awaiting_permission", release=m.id, target=m.version)
                 self._asked = True
             return False
-        events.emit("installing", release=m.id, version=m.version)
+        events.emit("installing", release=m.id, target=m.version)
         pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
         store.write(store.PENDING, json.dumps(pending).encode())
@@ -155,16 +152,20 @@ class Updater:
             self.target.set_boot()
         except OSError:
             store.remove(store.PENDING)
-            self._restart()
+            self._restart(m, p, slot)
             events.emit("rejected", release=m.id, reason="invalid_image")
             raise IntegrityError("invalid_image", "the bootloader's image check failed")
-        events.emit("rebooting", release=m.id, version=m.version)
+        events.emit("rebooting", release=m.id, target=m.version)
         # A hard reset, never deep sleep: a deep-sleep wake skips the bootloader's rollback check.
         machine.reset()
 
-    def _restart(self):
+    def _restart(self, m, p, slot):
         """Forget what was downloaded: the next attempt starts from an unerased slot."""
-        progress = Progress(self.manifest.id, self.manifest.counter, self.progress.chunk_count, self.progress.sector_count)
+        progress = Progress(m.id, m.counter, p.chunk_count, p.sector_count)
         progress.save()
-        self.progress = self.slot.progress = progress
+        self.progress = slot.progress = progress
         self._verified = False
+
+
+def _percent(progress):
+    return progress.received_count() * 100 // progress.chunk_count

@@ -13,7 +13,7 @@ from tools import broker as host_broker
 from tools.cmd_publish import fleet_status
 
 
-APPS = ROOT / "tests" / "host" / "apps"
+APPS = {"main.py": "main.py", "mqtt_app.py": "boards/unix/sim_main.py"}  # app name -> file in the repository
 
 
 class Fleet:
@@ -35,7 +35,7 @@ class Fleet:
         install_mpy(device.fs / "lib")
         broker_cfg = {"host": self.broker.host, "port": self.broker.port, "tls": self.broker.tls,
                       "server_hostname": "localhost", "keepalive": 10}
-        files = {"boot.py": (ROOT / "boot.py").read_text(), "main.py": (ROOT / app if app == "main.py" else APPS / app).read_text(),
+        files = {"boot.py": (ROOT / "boot.py").read_text(), "main.py": (ROOT / APPS.get(app, "tests/host/apps/" + app)).read_text(),
                  ".ota/trust.bin": self.signer.trust.read_bytes()}
         if self.broker.tls:  # DER, the form MicroPython's tls module loads on every port
             broker_cfg["ca"] = "certs/ca.der"

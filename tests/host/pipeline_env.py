@@ -5,9 +5,8 @@ import re
 
 from mpunix import ROOT, install_mpy
 from releases import Signer
+from tools.fwimage import FW_HEALTHY, FW_UNHEALTHY  # noqa: F401  (re-exported for the tests)
 
-FW_HEALTHY = "def start():\n    pass\n\ndef healthy():\n    return True\n"
-FW_UNHEALTHY = "def start():\n    pass\n\ndef healthy():\n    return False\n"
 FW_HANGS = "def start():\n    while True:\n        pass\n\ndef healthy():\n    return True\n"
 FW_CRASHES = "def start():\n    raise RuntimeError('firmware bug')\n\ndef healthy():\n    return True\n"
 FW_NEVER_CONFIRMS = (

@@ -60,7 +60,7 @@ def test_bad_firmware_rolls_back_by_itself(sim_device, signer, behaviour, reason
     assert versions[:3] == ["1.0.0", "2.0.0", "1.0.0"] and set(versions[2:]) == {"1.0.0"}
     assert slot_state(board.device, "ota_1") == "ABORTED"
     rolled = [f for k, f in board.events() if k == "rolled_back"]
-    assert rolled == [{"release": release_id(blob), "version": "1.0.0", "reason": reason}]
+    assert rolled == [{"release": release_id(blob), "target": "2.0.0", "version": "1.0.0", "reason": reason}]
     # The retained bad release is not tried again: the last boot ran the old firmware to idle.
     assert "confirmed" not in board.kinds() and board.kinds().count("installing") == 1
 
