@@ -1,0 +1,110 @@
+"""Device tests over the real mpremote CLI, on the board given by `--port` or on a virtual board
+(`--virtual`: the simulator behind a pty, started on a fresh flash for the session). Without
+either the run fails at once: these tests never skip for want of a board."""
+import ast
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.device.virtualboard import VirtualBoardProcess, mpremote
+from tools import fwimage, mpy
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+STATES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", None: None}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("device", "device tests (tests/device)")
+    group.addoption("--port", help="serial port of a real board, e.g. /dev/ttyUSB0")
+    group.addoption("--virtual", action="store_true", help="run on a virtual board (the simulator behind a pty)")
+    group.addoption("--allow-reboot", action="store_true",
+                    help="also run the tests that switch the running slot and reset the board")
+    group.addoption("--arch", help="architecture of the deployed .mpy (default: xtensawin on --port, "
+                                   "bytecode on --virtual)")
+
+
+def pytest_configure(config):
+    if bool(config.getoption("--port")) == bool(config.getoption("--virtual")):
+        raise pytest.UsageError("tests/device needs exactly one board: --port /dev/ttyUSB0 for a real one or "
+                                "--virtual for the simulator behind a pty (see docs/DEVICE_TESTS.md)")
+    config.addinivalue_line("markers", "reboot: switches the running slot and resets the board (--allow-reboot)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--allow-reboot"):
+        return
+    skip = pytest.mark.skip(reason="needs --allow-reboot: it switches the running slot and resets the board")
+    for item in items:
+        if "reboot" in item.keywords:
+            item.add_marker(skip)
+
+
+class Board:
+    """The board under test, reached only through mpremote subprocesses."""
+
+    def __init__(self, port, virtual=None):
+        self.port = port
+        self.virtual = virtual  # the VirtualBoardProcess, or None for a real board
+
+    def mpremote(self, *args, timeout=120, check=True):
+        return mpremote(self.port, *args, timeout=timeout, check=check)
+
+    def run(self, script, timeout=300, **args):
+        """Run scripts/<script>.py on the board with the global ARGS = args; returns the object
+        it printed on its `RESULT <json>` line."""
+        out = self.mpremote("exec", "ARGS = %r" % (args,), "run", SCRIPTS / (script + ".py"), timeout=timeout).stdout
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        assert lines, "no RESULT from %s:\n%s" % (script, out)
+        return json.loads(lines[-1][7:])
+
+    def put(self, local, remote):
+        self.mpremote("fs", "cp", local, ":" + remote)
+
+    def eval(self, expression):
+        return ast.literal_eval(self.mpremote("exec", "print(repr(%s))" % expression).stdout.strip())
+
+    def reset(self):
+        """`mpremote reset`, then wait until the board answers again."""
+        self.mpremote("reset")
+        time.sleep(0.5 if self.virtual else 3.0)
+        end = time.monotonic() + 60
+        while self.mpremote("eval", "1", timeout=15, check=False).returncode != 0:
+            if time.monotonic() > end:
+                raise AssertionError("the board did not come back after a reset")
+            time.sleep(1)
+
+    def ota_state(self):
+        """(running slot, state of its otadata entry as a name, next update slot)."""
+        s = self.run("ota_state")
+        return s["running"], STATES[s["state"]], s["next"]
+
+
+@pytest.fixture(scope="session")
+def board(request, tmp_path_factory):
+    port = request.config.getoption("--port")
+    if port:
+        yield Board(port)
+        return
+    vb = VirtualBoardProcess(tmp_path_factory.mktemp("vboard"),
+                             fwimage.build_image("1.0.0", {"_boot": "import gc\ngc.collect()\n"}))
+    vb.start()
+    try:
+        yield Board(vb.port, vb)
+    finally:
+        vb.stop()
+
+
+@pytest.fixture(scope="session")
+def deployed(board, request, tmp_path_factory):
+    """The board with the project's lib/ota as .mpy in :lib/ota (replacing any older copy)."""
+    arch = request.config.getoption("--arch") or ("bytecode" if board.virtual else "xtensawin")
+    out = tmp_path_factory.mktemp("mpy") / "ota"
+    mpy.build(arch, out)
+    board.mpremote("exec", "import os\ntry:\n os.mkdir('lib')\nexcept OSError:\n pass")
+    board.mpremote("fs", "rm", "-r", ":lib/ota", check=False)
+    board.mpremote("fs", "cp", "-r", out, ":lib/", timeout=600)
+    names = board.eval("sorted(__import__('os').listdir('lib/ota'))")
+    assert names == sorted(p.name for p in out.iterdir())
+    return board
