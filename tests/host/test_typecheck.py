@@ -1,0 +1,95 @@
+"""Device code type-checks against the MicroPython ESP32 stubs (mypy, `[tool.mypy]` in
+pyproject.toml), so a call the firmware does not offer, or offers with other arguments, fails on
+the host instead of on a board.
+
+Neither stub package is found by mypy on its own: micropython-esp32-stubs installs bare top-level
+`.pyi` modules (no PEP 561 package), and micropython-stdlib-stubs is a typeshed `stdlib/` tree.
+So mypy gets the latter as its typeshed and a directory of links to the former as MYPYPATH."""
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mpunix import ROOT
+
+DEVICE_FILES = sorted((ROOT / "lib" / "ota").glob("*.py")) + [ROOT / "boot.py", ROOT / "main.py"]
+# Modules the device code imports that CPython also has: they must come from the stubs too.
+MICROPYTHON_MODULES = ["esp32", "machine", "micropython", "tls", "time", "socket", "select", "hashlib",
+                       "binascii", "random"]
+
+
+def _dist_files(name):
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(name + " is not installed: run `make setup`")
+    return dist, dist.files or []
+
+
+@pytest.fixture(scope="module")
+def stub_paths(tmp_path_factory):
+    """(typeshed dir, stub dir): the stdlib stubs as typeshed, links to the port's stub modules."""
+    if importlib.util.find_spec("mypy") is None:
+        pytest.fail("mypy is not installed: run `make setup`")
+    stdlib_dist, stdlib_files = _dist_files("micropython-stdlib-stubs")
+    versions = [f for f in stdlib_files if f.as_posix() == "stdlib/VERSIONS"]
+    assert versions, "micropython-stdlib-stubs has no stdlib/VERSIONS"
+    typeshed = stdlib_dist.locate_file(versions[0]).parent.parent
+    esp32_dist, esp32_files = _dist_files("micropython-esp32-stubs")
+    stubs = tmp_path_factory.mktemp("mpy-stubs")
+    tops = {f.parts[0] for f in esp32_files if len(f.parts) > 1 or f.suffix == ".pyi"}
+    tops = {t for t in tops if not t.endswith(".dist-info") and t != "__pycache__"}
+    tops.add("_mpy_shed")  # helper types of the stubs, shipped with the stdlib stubs
+    assert "esp32.pyi" in tops and "machine.pyi" in tops, sorted(tops)
+    for top in sorted(tops):
+        (stubs / top).symlink_to(esp32_dist.locate_file(top))
+    return typeshed, stubs
+
+
+def mypy(stub_paths, tmp_path, *args):
+    typeshed, stubs = stub_paths
+    env = dict(os.environ, MYPYPATH=str(stubs))
+    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+           "--custom-typeshed-dir", str(typeshed), "--cache-dir", str(tmp_path / "mypy-cache"), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_device_code_type_checks(stub_paths, tmp_path):
+    proc = mypy(stub_paths, tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    checked = re.search(r"Success: no issues found in (\d+) source files", out)
+    assert checked and int(checked.group(1)) == len(DEVICE_FILES), out
+
+
+def test_micropython_modules_come_from_the_stubs(stub_paths, tmp_path):
+    """`time.ticks_ms` and friends exist only in the stubs: CPython's typeshed must not answer."""
+    typeshed, stubs = stub_paths
+    proc = mypy(stub_paths, tmp_path, "--verbose")
+    parsed = dict((m, p) for p, m in re.findall(r"LOG:  Parsing (\S+) \(([\w.]+)\)", proc.stderr))
+    for module in MICROPYTHON_MODULES:
+        assert module in parsed, "device code no longer imports %s? update the list" % module
+        assert parsed[module] == str(stubs / (module + ".pyi")), (module, parsed[module])
+    assert parsed["builtins"] == str(typeshed / "stdlib" / "builtins.pyi")
+
+
+def test_a_wrong_call_into_the_firmware_is_caught(stub_paths, tmp_path):
+    """The check cannot pass vacuously: one bad call in a scratch copy is exactly what it reports."""
+    lib = tmp_path / "lib"
+    shutil.copytree(ROOT / "lib" / "ota", lib / "ota", ignore=shutil.ignore_patterns("__pycache__"))
+    policy = lib / "ota" / "policy.py"
+    source = policy.read_text()
+    assert "import time" in source
+    bad = "    return time.ticks_diff(time.ticks_ms(), \"soon\")"
+    policy.write_text(source + "\n\ndef _probe():\n" + bad + "\n")
+    bad_line = policy.read_text().splitlines().index(bad) + 1
+    proc = mypy(stub_paths, tmp_path, str(lib / "ota"), str(ROOT / "boot.py"), str(ROOT / "main.py"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "policy.py:%d: error:" % bad_line in out and "ticks_diff" in out, out
+    assert "Found 1 error in 1 file" in out, out
