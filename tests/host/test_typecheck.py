@@ -23,12 +23,14 @@ MICROPYTHON_MODULES = ["esp32", "machine", "micropython", "tls", "time", "socket
                        "binascii", "random"]
 
 
-def _dist_files(name):
+def _top_level(name):
+    """{top-level name in site-packages: its path} for the files of installed distribution `name`."""
     try:
         dist = importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
         pytest.fail(name + " is not installed: run `make setup`")
-    return dist, dist.files or []
+    tops = {f.parts[0] for f in dist.files or [] if len(f.parts) > 1 or f.suffix == ".pyi"}
+    return {t: dist.locate_file(t) for t in tops if not t.endswith(".dist-info") and t not in ("..", "__pycache__")}
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +38,15 @@ def stub_paths(tmp_path_factory):
     """(typeshed dir, stub dir): the stdlib stubs as typeshed, links to the port's stub modules."""
     if importlib.util.find_spec("mypy") is None:
         pytest.fail("mypy is not installed: run `make setup`")
-    stdlib_dist, stdlib_files = _dist_files("micropython-stdlib-stubs")
-    versions = [f for f in stdlib_files if f.as_posix() == "stdlib/VERSIONS"]
-    assert versions, "micropython-stdlib-stubs has no stdlib/VERSIONS"
-    typeshed = stdlib_dist.locate_file(versions[0]).parent.parent
-    esp32_dist, esp32_files = _dist_files("micropython-esp32-stubs")
+    stdlib = _top_level("micropython-stdlib-stubs")
+    assert (stdlib["stdlib"] / "VERSIONS").is_file(), "micropython-stdlib-stubs has no typeshed stdlib/"
+    modules = _top_level("micropython-esp32-stubs")
+    assert "esp32.pyi" in modules and "machine.pyi" in modules, sorted(modules)
+    modules["_mpy_shed"] = stdlib["_mpy_shed"]  # helper types the port stubs import
     stubs = tmp_path_factory.mktemp("mpy-stubs")
-    tops = {f.parts[0] for f in esp32_files if len(f.parts) > 1 or f.suffix == ".pyi"}
-    tops = {t for t in tops if not t.endswith(".dist-info") and t != "__pycache__"}
-    tops.add("_mpy_shed")  # helper types of the stubs, shipped with the stdlib stubs
-    assert "esp32.pyi" in tops and "machine.pyi" in tops, sorted(tops)
-    for top in sorted(tops):
-        (stubs / top).symlink_to(esp32_dist.locate_file(top))
-    return typeshed, stubs
+    for name, path in modules.items():
+        (stubs / name).symlink_to(path)
+    return stdlib["stdlib"].parent, stubs
 
 
 def mypy(stub_paths, tmp_path, *args):
