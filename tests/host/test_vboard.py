@@ -57,8 +57,9 @@ def test_raw_repl_protocol_state_and_soft_reset(vboard):
     w.send(b"print(x * 2)\x04")
     assert w.expect(b">") == b"OK42\r\n\x04\x04>"
     w.send(b"def f():\n  1/0\nf()\x04")
-    assert w.expect(b"\x04>") == (b"OK\x04Traceback (most recent call last):\r\n  File \"<stdin>\", line 3, in <module>\r\n"
-                              b"  File \"<stdin>\", line 2, in f\r\nZeroDivisionError: divide by zero\r\n\x04>")
+    assert w.expect(b"\x04>") == (b"OK\x04Traceback (most recent call last):\r\n"
+                                  b"  File \"<stdin>\", line 3, in <module>\r\n"
+                                  b"  File \"<stdin>\", line 2, in f\r\nZeroDivisionError: divide by zero\r\n\x04>")
     w.send(b"\x04")  # empty: soft reset, boot.py again, back in the raw REPL
     assert w.expect(RAW) == b"OK\r\nMPY: soft reboot\r\nboot ran\r\n" + RAW
     w.send(b"print(x)\x04")
@@ -145,7 +146,8 @@ def test_mpremote_files_state_and_resets(vboard, tmp_path):
     mpremote(port, "soft-reset")
     mpremote(port, "reset")
     board.wait_boots(2)
-    assert mpremote(port, "eval", "__import__('machine').reset_cause()").stdout.strip() == "5"  # soft after the hard one
+    # every mpremote session begins with a soft reset, so the cause is SOFT_RESET after the hard one
+    assert mpremote(port, "eval", "__import__('machine').reset_cause()").stdout.strip() == "5"
     assert [b["cause"] for b in board.boot_log()] == ["PWRON_RESET", "HARD_RESET"]
 
 

@@ -22,7 +22,6 @@ from simhost.supervisor import DEEPSLEEP_RESET, HARD_RESET, PWRON_RESET, SOFT_RE
 FRIENDLY, RAW = "friendly", "raw"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128  # half the firmware's 256-byte stdin buffer, as the ESP32 port announces
-OFF = object()  # the board is off (deep sleep, nothing bootable) until it is woken or killed
 
 # The agent: reads `<seq> <mode> <length> <name>\n<source>` on stdin, says `run <seq>` when the
 # code starts (it may be interrupted from then on) and `done <seq> ok|error|exit <hex traceback>`
@@ -180,8 +179,7 @@ class VirtualBoard(supervisor.Supervisor):
         self.mode = FRIENDLY
         loaded = self.boot(cause, wake)
         if loaded is None:
-            self._halt("no-bootable-app")
-            self.loaded = OFF
+            self._halt("no-bootable-app")  # the board stays off: no VM, input is dropped
             return
         self.loaded = loaded
         self._start(cause)
@@ -229,7 +227,8 @@ class VirtualBoard(supervisor.Supervisor):
             self.seq += 1
             self.job, self.started = job, False
             try:
-                self.proc.stdin.write(b"%d %s %d %s\n" % (self.seq, job.mode.encode(), len(job.source), job.name.encode()))
+                head = "%d %s %d %s\n" % (self.seq, job.mode, len(job.source), job.name)
+                self.proc.stdin.write(head.encode())
                 self.proc.stdin.write(job.source)
                 self.proc.stdin.flush()
             except BrokenPipeError:
@@ -287,7 +286,6 @@ class VirtualBoard(supervisor.Supervisor):
         self._stop()
         if ms == 0:
             self._halt("deepsleep")
-            self.loaded = OFF
         else:
             self.wake_at = time.monotonic() + ms / 1000
 
