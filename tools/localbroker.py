@@ -66,12 +66,34 @@ class LocalBroker:
         if persistence:
             (self.dir / "db").mkdir(exist_ok=True)
             lines += ["persistence true", "persistence_location %s/" % (self.dir / "db"), "autosave_interval 1"]
-        if os.geteuid() == 0:
-            lines.append("user root")  # keep read access to the key files written above
-        lines += ["log_dest file %s" % self.log_path, "log_type all", "connection_messages true"]
-        lines += list(extra)
+        lines += self._local_lines() + list(extra)
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def from_config(cls, directory, make_config, pki=None):
+        """A broker running a configuration generated elsewhere (the fleet tools):
+        `make_config(port, extra_lines)` writes it, with `extra_lines` (this runner's logging)
+        appended, and returns its path. The listener must be TLS on 127.0.0.1:`port`."""
+        self = cls.__new__(cls)
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host, self.port, self.tls, self.pki, self.proc = "127.0.0.1", free_port(), True, pki, None
+        self.log_path = self.dir / "mosquitto.log"
+        self.conf = Path(make_config(self.port, self._local_lines()))
+        return self
+
+    def _local_lines(self):
+        lines = ["user root"] if os.geteuid() == 0 else []  # keep read access to the key files
+        return lines + ["log_dest file %s" % self.log_path, "log_type all", "connection_messages true"]
+
+    def reload(self):
+        """SIGHUP: mosquitto reads its configuration, ACL and CRL again without dropping anyone."""
+        mark = len(self.log_text())
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Reloading config" not in self.log_text()[mark:] and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def start(self):
         assert self.proc is None, "broker already running"

@@ -1,6 +1,9 @@
-"""A small local PKI made with `cryptography`, for the demo and the tests: one CA, a server
-certificate for 127.0.0.1/localhost, and per-device client certificates whose CN is the device id
-(mosquitto's `use_identity_as_username` turns it into the MQTT username the ACL sees)."""
+"""A small PKI made with `cryptography`: one CA, server certificates (127.0.0.1/localhost unless
+other host names are given), and per-device client certificates whose CN is the device id
+(mosquitto's `use_identity_as_username` turns it into the MQTT username the ACL sees).
+
+The demo and the tests use a throw-away CA (`PKI(dir)`); a fleet keeps its CA on disk
+(`PKI.open(dir)`) and revokes devices with a certificate revocation list (`crl()`)."""
 import datetime
 import ipaddress
 from pathlib import Path
@@ -17,6 +20,13 @@ def _name(cn):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _host(name):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def _pem_key(key):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
@@ -28,19 +38,20 @@ def _pem_cert(cert):
 class PKI:
     """CA plus issued certificates, written as PEM files under `directory` (keys mode 0600)."""
 
-    def __init__(self, directory, ca_name="micropython-ota local CA"):
+    def __init__(self, directory, ca_name="micropython-ota local CA", *, days=30, ca_key=None, ca_cert=None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.days = days
+        self.ca_key = ca_key or ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        self.ca_cert = (
+        self.ca_cert = ca_cert or (
             x509.CertificateBuilder()
             .subject_name(_name(ca_name))
             .issuer_name(_name(ca_name))
             .public_key(self.ca_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
+            .not_valid_after(now + days * _DAY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.ca_key.public_key()), critical=False)
@@ -50,14 +61,38 @@ class PKI:
         self.ca_der = self.ca_cert.public_bytes(serialization.Encoding.DER)
         self.ca_file = self._write("ca.crt", self.ca_pem)
 
+    @classmethod
+    def open(cls, directory, ca_name="micropython-ota fleet CA", days=3650):
+        """The CA kept in `directory` (ca.crt, ca.key), created there on first use: a fleet's
+        certificates must stay valid across runs of the tools."""
+        d = Path(directory)
+        if (d / "ca.key").exists():
+            key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+            return cls(d, ca_key=key, ca_cert=x509.load_pem_x509_certificate((d / "ca.crt").read_bytes()), days=days)
+        pki = cls(d, ca_name, days=days)
+        pki._write("ca.key", _pem_key(pki.ca_key), 0o600)
+        return pki
+
+    def crl(self, serials, days=30):
+        """A CRL in PEM revoking the certificates with these serial numbers (mosquitto's
+        `crlfile`: a revoked device fails the TLS handshake)."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.ca_cert.subject)
+                   .last_update(now - datetime.timedelta(minutes=5)).next_update(now + days * _DAY))
+        for serial in sorted(serials):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        return builder.sign(self.ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     def _write(self, name, data, mode=0o644):
         path = self.dir / name
         path.write_bytes(data)
         path.chmod(mode)
         return path
 
-    def issue(self, cn, *, server=False):
-        """Issue a leaf for `cn`; returns dict with cert/key PEM and DER bytes and file paths."""
+    def issue(self, cn, *, server=False, hosts=("localhost", "127.0.0.1")):
+        """Issue a leaf for `cn` (a server's for `hosts`); returns dict with cert/key PEM and DER
+        bytes, file paths and the serial number."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (
@@ -67,7 +102,7 @@ class PKI:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
+            .not_valid_after(now + self.days * _DAY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False
@@ -75,7 +110,7 @@ class PKI:
         )
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                x509.SubjectAlternativeName([_host(h) for h in hosts]),
                 critical=False,
             ).add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         else:
@@ -87,6 +122,7 @@ class PKI:
             "cert_pem": _pem_cert(cert),
             "key_pem": _pem_key(key),
             "cert_der": cert.public_bytes(serialization.Encoding.DER),
+            "serial": cert.serial_number,
             "key_der": key.private_bytes(
                 serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
             ),
