@@ -12,7 +12,11 @@ Lent connection (`ota.adapter`): the application calls `t.on_connect()` after ea
 passes messages to `t.on_message(topic, msg)` and calls `t.tick()` from its loop.
 
 Nothing here runs network calls from inside a message callback: the callback only records
-manifests and writes chunks (from the client's buffer); `tick()` does the rest."""
+manifests and writes chunks (from the client's buffer); `tick()` does the rest.
+
+Beside each manifest level a retained rollout note (`<root>/rollout/...`, JSON `{"rollout",
+"release"}`) names the rollout delivering it. It is repeated in status reports about that release
+and used for nothing else: it is unsigned delivery metadata."""
 import json
 import time
 
@@ -25,6 +29,7 @@ CHUNK_TIMEOUT_MS = const(5000)  # then the chunk is requested again
 STALLS = const(3)  # rounds of late chunks before the link is declared dead
 _MAX_BACKOFF_SHIFT = const(4)
 _MAX_PENDING = const(16)
+_MAX_NOTE = const(200)  # a rollout note is a few dozen bytes; anything longer is ignored
 
 _LEVELS = ("fleet", "group", "device")
 
@@ -33,6 +38,17 @@ def _name(value, what):
     if not value or len(value) > 64 or "/" in value or "+" in value or "#" in value or "\0" in value:
         raise FormatError("bad_name", what)
     return value
+
+
+def _note(msg):
+    """(rollout, release) from a rollout note, or None for an empty or unreadable one."""
+    if not 0 < len(msg) <= _MAX_NOTE:
+        return None
+    try:
+        note = json.loads(bytes(msg))
+        return str(note["rollout"]), str(note["release"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class Transport:
@@ -48,10 +64,10 @@ class Transport:
         self.events = events
         self.device = _name(device, "device")
         root = _name(root, "root")
-        base = root + "/manifest/" + _name(fleet, "fleet")
-        self.topics = [base.encode(), None, (base + "/device/" + device).encode()]
-        if group:
-            self.topics[1] = (base + "/group/" + _name(group, "group")).encode()
+        self.topics = self._levels(root + "/manifest/", fleet, group)
+        self.note_topics = self._levels(root + "/rollout/", fleet, group)
+        self.notes: list = [None, None, None]  # per level: (rollout id, release id) or None
+        self.last_kind = None  # the last event reported, for the retained state
         self.fw = (root + "/fw/").encode()
         self.status = root + "/status/" + device + "/"
         self.window = window
@@ -74,7 +90,24 @@ class Transport:
         self._listener = self._on_event  # one bound method, so that forget() finds it
         events.listen(self._listener)
 
+    def _levels(self, prefix, fleet, group):
+        base = prefix + _name(fleet, "fleet")
+        topics = [base.encode(), None, (base + "/device/" + self.device).encode()]
+        if group:
+            topics[1] = (base + "/group/" + _name(group, "group")).encode()
+        return topics
+
     # --- status ---
+    def rollout(self, release):
+        """The rollout id the winning level's note gives for `release` (any release when None)."""
+        for level in (2, 1, 0):
+            if self.blobs[level] is not None:
+                note = self.notes[level]
+                if note and (release is None or note[1] == release):
+                    return note[0]
+                return None
+        return None
+
     def last_will(self):
         """(topic, msg, retain, qos) for the client's last will: `online` goes to 0."""
         return self.status + "online", b"0", True, 1
@@ -90,6 +123,8 @@ class Transport:
     def _publish_state(self):
         state = dict(self.events.state())
         state["device"] = self.device
+        state["rollout"] = self.rollout(state.get("release"))
+        state["event"] = self.last_kind
         self.link.publish(self.status + "state", json.dumps(state), True, 1)
 
     def _flush_status(self):
@@ -99,12 +134,14 @@ class Transport:
             kind, fields = self.pending[0]
             event = dict(fields)
             event["kind"] = kind
+            event["rollout"] = self.rollout(fields.get("release"))
             try:
                 text = json.dumps(event)
             except (TypeError, ValueError):  # a field JSON cannot carry: report the step anyway
                 text = json.dumps({"kind": kind})
             self.link.publish(self.status + "event", text, False, 1)
             self.pending.pop(0)
+            self.last_kind = kind
         self._publish_state()
 
     # --- connection ---
@@ -117,8 +154,18 @@ class Transport:
         self.stalls = 0
         self.offered = None
         self.blobs = [None, None, None]
+        self.notes = [None, None, None]
         self.link.publish(self.status + "online", b"1", True, 1)
         self._publish_state()
+        # Notes first: their retained messages are in before the manifests' SUBACKs, so the
+        # first report about a release already names its rollout.
+        for topic in self.note_topics:
+            if topic:
+                try:
+                    self.link.subscribe(topic, 1)
+                except OTAError as exc:  # a broker whose ACL has no rollout notes: no rollout ids
+                    if exc.reason != "sub_refused":
+                        raise
         for topic in self.topics:
             if topic:
                 self.link.subscribe(topic, 1)
@@ -203,6 +250,9 @@ class Transport:
             if topic == self.topics[level]:
                 self.blobs[level] = bytes(msg) if len(msg) else None
                 self.dirty = True
+                return True
+            if topic == self.note_topics[level]:
+                self.notes[level] = _note(msg)
                 return True
         return topic.startswith(self.fw)  # a chunk of a release no longer fetched
 
