@@ -146,7 +146,7 @@ def fleet_status(messages, root=broker.DEFAULT_ROOT, devices=None):
             except ValueError:
                 continue
             if isinstance(state, dict):
-                row.update({k: state.get(k) for k in COLUMNS[2:]})
+                row.update({k: state.get(k) for k in COLUMNS[2:] + ("rollout",)})  # rollout: JSON and summary only
     return devices
 
 
@@ -164,10 +164,47 @@ def format_table(devices):
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def release_summary(devices, release):
+    """Where the fleet stands with one release: {"installed", "updating", "failed", "elsewhere",
+    "offline", "total", "reasons": {reason: count}, "rollouts": {rollout id: count}}. A device is on
+    the release when its retained state names it (`release` may be a prefix of the id)."""
+    out = {"installed": 0, "updating": 0, "failed": 0, "elsewhere": 0, "offline": 0, "total": len(devices),
+           "reasons": {}, "rollouts": {}}
+    for row in devices.values():
+        if row.get("online") is False:
+            out["offline"] += 1
+        if not (row.get("release") or "").startswith(release):
+            out["elsewhere"] += 1
+            continue
+        if row.get("rollout"):
+            out["rollouts"][row["rollout"]] = out["rollouts"].get(row["rollout"], 0) + 1
+        if row.get("reason"):
+            out["failed"] += 1
+            out["reasons"][row["reason"]] = out["reasons"].get(row["reason"], 0) + 1
+        elif row.get("state") == "idle":
+            out["installed"] += 1
+        else:
+            out["updating"] += 1
+    return out
+
+
+def format_summary(release, s):
+    text = "release %s: installed %d of %d, updating %d, failed %d, elsewhere %d; offline %d" % (
+        release, s["installed"], s["total"], s["updating"], s["failed"], s["elsewhere"], s["offline"])
+    for title, counts in (("failure reasons", s["reasons"]), ("rollouts", s["rollouts"])):
+        if counts:
+            text += "\n  %s: %s" % (title, ", ".join("%s %d" % kv for kv in sorted(counts.items())))
+    return text
+
+
 def cmd_status(args):
     filters = ["%s/status/+/state" % args.root, "%s/status/+/online" % args.root]
     with broker.from_args(args) as conn:
         devices = fleet_status(conn.retained(filters, settle=args.wait).items(), args.root)
+        if args.release:
+            summary = release_summary(devices, args.release)
+            print(json.dumps(summary, indent=1, sort_keys=True) if args.json else format_summary(args.release, summary))
+            return EXIT_OK
         if args.once or args.json:
             print(json.dumps(devices, indent=1, sort_keys=True) if args.json else format_table(devices))
             return EXIT_OK
@@ -218,5 +255,6 @@ def register(subparsers):
     p.add_argument("--once", action="store_true", help="print the table once and exit")
     p.add_argument("--json", action="store_true", help="print JSON once and exit")
     p.add_argument("--wait", type=float, default=1.0, help="seconds of quiet that end the first read (default 1)")
+    p.add_argument("--release", help="summarise this release's progress across the fleet (id or prefix) and exit")
     broker.add_arguments(p)
     p.set_defaults(func=cmd_status)

@@ -9,7 +9,7 @@ from tools.cmd_publish import publish_release, release_fields
 
 
 def _list(values):
-    return [v for text in values or () for v in text.split(",") if v]
+    return [v for text in values or () if text for v in text.split(",") if v]
 
 
 def _read(path):
@@ -28,10 +28,10 @@ def cmd_start(args):
     targets = [d for d, info in devices.items() if not args.group or info["group"] in args.group]
     canary = _list(args.canary) + [d for g in args.canary_group or () for d in f.groups().get(g, [])]
     rid = args.id or "r%s-%s" % (time.strftime("%Y%m%d-%H%M%S"), fields["id"][:6])
-    plan = rollout.new_plan(rid, f, blob, targets, canary=canary, percents=[float(p) for p in _list(args.waves)],
+    plan = rollout.new_plan(rid, f, blob, targets, canary=canary, percents=[float(p) for p in _list([args.waves])],
                             soak_s=args.soak, timeout_s=args.timeout, threshold_count=args.abort_count,
                             threshold_percentage=args.abort_percent, min_executed=args.min_executed,
-                            failure_types=_list(args.failure_types) or rollout.FAILURES)
+                            failure_types=_list([args.failure_types]) or rollout.FAILURES)
     store = rollout.Store(f)
     audit = AuditLog(f.dir)
     with f.connection(args.broker) as conn:  # chunks and release manifest only: the waves target
