@@ -17,7 +17,7 @@ setup: $(STAMP)
 	tools/ensure-mosquitto.sh
 
 test: setup
-	$(BIN)/pytest -q tests/host
+	$(BIN)/pytest -q tests/host tests/device --virtual --allow-reboot
 
 soak: setup
 	OTA_SOAK=1 $(BIN)/pytest -q tests/host -k "soak or campaign"

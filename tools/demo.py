@@ -30,9 +30,10 @@ STATUS_FILTERS = ["ota/status/+/state", "ota/status/+/online"]
 
 
 class Demo:
-    def __init__(self, workdir, devices, out=print):
+    def __init__(self, workdir, devices, out=print, heapsize=HEAPSIZE):
         self.dir = Path(workdir)
         self.count = devices
+        self.heapsize = heapsize
         self.out = out
         self.broker = None
         self.boards = []  # (device id, Popen)
@@ -68,7 +69,7 @@ class Demo:
             provision.stage(home / "fs", config=config, trust=self.trust, credentials=credentials, arch="bytecode",
                             main=ROOT / "boards" / "unix" / "sim_main.py")
             self._sim("new", home, "--firmware", self._write(home / "factory.bin", factory))
-            proc = subprocess.Popen(self._sim_cmd("run", home, "--heapsize", HEAPSIZE), cwd=ROOT,
+            proc = subprocess.Popen(self._sim_cmd("run", home, "--heapsize", self.heapsize), cwd=ROOT,
                                     stdout=open(home / "console.log", "wb"), stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             self.boards.append((device_id, proc))
