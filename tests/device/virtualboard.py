@@ -1,8 +1,6 @@
 """The host side of device tests: run the real mpremote CLI against a port, and start or stop
 a virtual board (`mpota sim board`: the simulator behind a pty) on a fresh flash."""
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -89,9 +87,5 @@ class VirtualBoardProcess:
         """Cut the power: the bridge and its VM together."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        supervisor.power_off(self.proc)
         self.proc = None

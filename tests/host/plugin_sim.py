@@ -1,9 +1,7 @@
 """Fixtures for the ESP32 simulator: whole boards (`sim_device`), firmware images (`firmware`)
 and one-off snippets against a flash file without the boot loop (`sim_snippet`)."""
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -129,11 +127,7 @@ class SimDevice:
         """Cut the power: SIGKILL the supervisor and the device together."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        supervisor.power_off(self.proc)
         self._reader.join(5)
         self.proc = None
         self.console += "\n[test] power cut\n"

@@ -255,6 +255,16 @@ class Supervisor:
         return None
 
 
+def power_off(proc):
+    """Cut a running board's power: SIGKILL its whole process group (supervisor or bridge, and
+    the VM), as pulling the plug would, then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+    proc.wait()
+
+
 def lead_group():
     """Lead a process group of its own (the VMs join it, so killing the group is a power cut);
     SIGTERM exits cleanly."""
