@@ -1,0 +1,54 @@
+"""The device's side of rollouts: the transport reads the retained rollout note beside its
+winning manifest level and names that rollout in its events and retained state, only for the
+release the note is about; plain blobs without a note still work."""
+import json
+import time
+
+from plugin_broker import make_release
+from tools.broker import Connection
+from tools.signing import manifest_id
+
+IMAGE = bytes(range(256)) * 32  # 8 KiB: two chunks
+
+
+def collect(conn, seconds):
+    out, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            msg = conn.messages.get(timeout=0.1)
+        except Exception:
+            continue
+        out.append((msg.topic, json.loads(msg.payload)))
+    return out
+
+
+def test_events_and_state_name_the_rollout_of_the_release_they_are_about(mosquitto, ota_device, tmp_path):
+    mq = mosquitto()
+    blob = make_release(IMAGE)
+    rid = manifest_id(blob)
+    notes = {"dev-a": json.dumps({"rollout": "r7", "release": rid}),  # about this release
+             "dev-b": json.dumps({"rollout": "r6", "release": "00" * 8}),  # about another one
+             "dev-c": b"\xff not json",  # unreadable: ignored
+             "dev-d": None}  # a plain blob, no note at all
+    with Connection(mq.host, mq.port) as conn:
+        conn.wait([conn.publish("ota/fw/%s/%d" % (rid, i), IMAGE[i * 4096:(i + 1) * 4096]) for i in range(2)])
+        for device, note in notes.items():
+            if note is not None:
+                conn.wait([conn.publish("ota/rollout/plant/device/" + device, note)])
+            conn.wait([conn.publish("ota/manifest/plant/device/" + device, blob)])
+        conn.client.subscribe("ota/status/+/event", 1)
+        time.sleep(0.3)
+        runs = [ota_device({"port": mq.port, "device": d, "fleet": "plant", "data": str(tmp_path / d)}) for d in notes]
+        for run in runs:
+            code, out, err = run.wait(60)
+            assert code == 0 and "COMPLETE " + rid in out, out + err
+        events = collect(conn, 0.5)
+        states = conn.retained(["ota/status/+/state"], settle=0.3)
+    rollouts = {}
+    for topic, event in events:
+        rollouts.setdefault(topic.split("/")[2], set()).add(event.get("rollout", "missing"))
+    assert rollouts == {"dev-a": {"r7"}, "dev-b": {None}, "dev-c": {None}, "dev-d": {None}}
+    state = {t.split("/")[2]: json.loads(p) for t, p in states.items()}
+    assert state["dev-a"]["rollout"] == "r7" and state["dev-a"]["release"] == rid
+    assert state["dev-a"]["event"] == "downloading"
+    assert all(state[d]["rollout"] is None for d in ("dev-b", "dev-c", "dev-d"))
