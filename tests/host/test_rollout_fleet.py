@@ -4,6 +4,7 @@ the configuration `mpota fleet broker-config` generates. The rollouts are driven
 CLI: a bad release halts after its canaries roll back and nobody else is touched; a good one
 reaches everyone in three waves, although its runner is killed mid-rollout and started again."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,25 @@ def sys_counters(boards):
     return {t.rsplit("/", 2)[-2] + "_" + t.rsplit("/", 1)[-1]: int(v) for t, v in found.items()}
 
 
+PUBLISH_LINE = re.compile(r"(Sending PUBLISH to|Received PUBLISH from) (\S+) \(.*'([^']*)', \.\.\. \((\d+) bytes\)\)$")
+
+
+def device_traffic(log):
+    """From the broker's log: PUBLISH messages and payload bytes exchanged with devices, by kind."""
+    out = {}
+    for match in filter(None, map(PUBLISH_LINE.search, log.splitlines())):
+        direction, client, topic, size = match.groups()
+        if client not in DEVICES:
+            continue
+        if direction.startswith("Sending"):
+            key = "to_device " + ("chunk" if "/fw/" in topic else topic.split("/")[1])
+        else:
+            key = "from_device status/" + topic.rsplit("/", 1)[-1]
+        count, total = out.get(key, (0, 0))
+        out[key] = (count + 1, total + int(size))
+    return out
+
+
 def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_waves(world):
     ops, boards, broker = world
     audit = AuditLog(ops.dir)
@@ -128,6 +148,7 @@ def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_wave
 
     # --- a good release: three waves; the runner is killed in the second and started again ---
     before = sys_counters(boards)
+    log_mark = len(broker.log_text())
     good = start(ops, boards, "good", "3.0.0", FW_HEALTHY, 3)
     runner = subprocess.Popen([sys.executable, "-m", "tools", "rollout", "run", "good", "--fleet-dir", str(ops.dir)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -169,7 +190,10 @@ def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_wave
 
     # Broker traffic for this update, per device (SCALING.md quotes these figures).
     per = {k: (after[k] - before[k]) / len(DEVICES) for k in before}
-    print("\nbroker traffic per device per update (%d-byte image, 4 KiB chunks): %s" % (
-        IMAGE, json.dumps(per, sort_keys=True)))
+    kinds = {k: [round(c / len(DEVICES), 1), round(b / len(DEVICES))]
+             for k, (c, b) in device_traffic(broker.log_text()[log_mark:]).items()}
+    print("\nbroker traffic per device per update (%d-byte image, 4 KiB chunks): %s\nby kind [messages, payload "
+          "bytes]: %s" % (IMAGE, json.dumps(per, sort_keys=True), json.dumps(kinds, sort_keys=True)))
+    assert kinds["to_device chunk"][0] >= IMAGE // 4096
     assert IMAGE <= per["bytes_sent"] < 3 * IMAGE
     assert not [line for line in broker.dropped_lines() if "dropped" in line.lower()]
