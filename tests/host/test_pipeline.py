@@ -101,3 +101,53 @@ def test_downgrade_refused_after_an_upgrade(sim_device, signer):
     assert board.device.boot_log()[-1]["version"] == "2.0.0"
     board.stage(*signer.release("1.5.0", {"fw": FW_HEALTHY}, counter=4, size=32 * 1024))
     assert "REFUSED downgrade" in board.device.run(timeout=30)
+
+
+FW_OFFERS_DURING_TRIAL = (
+    "def start():\n"
+    "    from ota import trust\n"
+    "    from ota.errors import OTAError\n"
+    "    from ota.updater import Updater\n"
+    "    try:\n"
+    "        Updater(trust.load(), 'esp32-generic').offer(open('release/manifest.bin', 'rb').read())\n"
+    "    except OTAError as exc:\n"
+    "        print('TRIAL REFUSED', exc.reason)\n\n"
+    "def healthy():\n"
+    "    return True\n"
+)
+
+
+def test_no_update_starts_while_the_running_image_is_on_trial(sim_device, signer):
+    board = PipelineBoard(sim_device, signer)
+    board.stage(*signer.release("2.0.0", {"fw": FW_OFFERS_DURING_TRIAL}, counter=2, size=32 * 1024))
+    out = board.device.run(timeout=60)
+    assert "TRIAL REFUSED unconfirmed" in out
+    assert board.device.boot_log()[-1]["version"] == "2.0.0"
+
+
+def test_an_older_manifest_cannot_replace_a_download_in_progress(sim_device, signer):
+    board = PipelineBoard(sim_device, signer, app={"seed": 1, "stop_after": 10})
+    newer = signer.release("3.0.0", {"fw": FW_HEALTHY}, counter=3, size=64 * 1024)
+    board.stage(*newer)
+    board.device.run(timeout=30)  # ten chunks in, then the app stops
+    written = board.device.read_partition("ota_1")
+    board.stage(*signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024))
+    assert "REFUSED busy" in board.device.run(timeout=30)
+    assert board.device.read_partition("ota_1") == written  # nothing erased or written for it
+    board.stage(*newer)  # the download it interrupted resumes where it was
+    board.device.write_files({"app.json": '{"seed": 2}'})
+    board.device.run(timeout=60)
+    assert board.device.boot_log()[-1]["version"] == "3.0.0"
+    resumed = [f["resumed"] for k, f in board.events() if k == "offered"]
+    assert resumed[0] == 0 and resumed[-1] >= 8  # the saved progress, not zero
+
+
+def test_install_waits_for_the_applications_permission(sim_device, signer):
+    board = PipelineBoard(sim_device, signer, app={"seed": 1, "allow": False})
+    board.stage(*signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=32 * 1024))
+    out = board.device.run(timeout=30)
+    assert "NOT PERMITTED" in out and "awaiting_permission" in board.kinds() and "installing" not in board.kinds()
+    assert [e["state_name"] for e in board.device.otadata() if e["seq"] != 0xFFFFFFFF] == ["VALID"]
+    board.device.write_files({"app.json": '{"allow": true}'})  # the user said yes
+    board.device.run(timeout=60)
+    assert board.device.boot_log()[-1]["version"] == "2.0.0"

@@ -33,7 +33,8 @@ try:
 except OSError:
     blob = None
 if blob:
-    updater = Updater(trust.load(), cfg.get("board", "esp32-generic"), tick=ota.feed)
+    updater = Updater(trust.load(), cfg.get("board", "esp32-generic"), permission=lambda: cfg.get("allow", True),
+                      tick=ota.feed)
     try:
         m = updater.offer(blob)
     except OTAError as exc:
@@ -42,8 +43,8 @@ if blob:
     if m:
         buf = bytearray(m.chunk_size)
         with open("release/image.bin", "rb") as image:
-            for i in chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0)):
-                if updater.complete():
+            for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
+                if updater.complete() or n == cfg.get("stop_after"):
                     break
                 n = min(m.chunk_size, m.size - i * m.chunk_size)
                 image.seek(i * m.chunk_size)
@@ -51,8 +52,10 @@ if blob:
                 updater.write_chunk(i, memoryview(buf)[:n])
                 ota.feed()
         try:
-            updater.finish()
-            updater.install()
+            if updater.complete():
+                updater.finish()
+                if not updater.install():
+                    print("NOT PERMITTED")
         except OTAError as exc:
             print("REFUSED", exc.reason)
 print("IDLE", json.dumps(events.state()))
