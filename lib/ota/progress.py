@@ -37,17 +37,27 @@ class Progress:
         self.sector_count = sector_count
         self.erased = _bitmap(sector_count)
         self.received = _bitmap(chunk_count)
+        self.count = 0  # chunks received: kept up to date by mark(), so no per-chunk recount
+        self._low = 0  # no chunk below this index is missing
 
     def complete(self):
-        return not self.missing(1)
+        return self.count == self.chunk_count
 
-    def received_count(self):
-        return sum(1 for i in range(self.chunk_count) if test_bit(self.received, i))
+    def mark(self, index):
+        """Record chunk `index` as in flash; False if it already was."""
+        if test_bit(self.received, index):
+            return False
+        set_bit(self.received, index)
+        self.count += 1
+        return True
 
     def missing(self, limit):
-        out = []
-        for i in range(self.chunk_count):
+        """The lowest `limit` chunk indices still missing."""
+        out: list = []
+        for i in range(self._low, self.chunk_count):
             if not test_bit(self.received, i):
+                if not out:
+                    self._low = i
                 out.append(i)
                 if len(out) >= limit:
                     break
@@ -69,6 +79,7 @@ class Progress:
             raise FormatError("bad_state", "progress record")
         self.erased[:] = data[_HEADER_SIZE : _HEADER_SIZE + len(self.erased)]
         self.received[:] = data[_HEADER_SIZE + len(self.erased) :]
+        self.count = sum(1 for i in range(chunks) if test_bit(self.received, i))
         return self
 
     @staticmethod

@@ -16,7 +16,7 @@ from micropython import const
 from ota import events, history, manifest, otadata, store
 from ota.errors import FormatError, IntegrityError, StateError
 from ota.policy import now as install_now
-from ota.progress import Progress, set_bit, test_bit
+from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot, app_version
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
@@ -84,7 +84,7 @@ class Updater:
         self.slot = Slot(self.target, progress)
         self._verified = self._asked = False
         self._unsaved = 0
-        events.emit("offered", release=m.id, target=m.version, resumed=progress.received_count(), progress=_percent(progress))
+        events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
         return m
 
     def missing(self, limit):
@@ -103,11 +103,10 @@ class Updater:
         expected = m.chunk_size if index < m.chunk_count - 1 else m.size - m.chunk_size * (m.chunk_count - 1)
         if len(data) != expected:
             raise FormatError("bad_chunk", "wrong chunk length")
-        received = p.received
-        if test_bit(received, index):
+        if test_bit(p.received, index):
             return False
         slot.write(index * m.chunk_size, data)
-        set_bit(received, index)
+        p.mark(index)
         self._unsaved += 1
         if self._unsaved >= _SAVE_EVERY or p.complete():
             p.save()
@@ -168,4 +167,4 @@ class Updater:
 
 
 def _percent(progress):
-    return progress.received_count() * 100 // progress.chunk_count
+    return progress.count * 100 // progress.chunk_count
