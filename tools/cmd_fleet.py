@@ -1,7 +1,6 @@
 """`mpota fleet init|add|revoke|list|broker-config`: the fleet's identities and its broker's
 access rules (tools/fleet.py, tools/mosquitto_conf.py)."""
 import json
-import sys
 
 from tools import broker, fleet, mosquitto_conf
 from tools.audit import AuditLog

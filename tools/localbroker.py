@@ -66,7 +66,7 @@ class LocalBroker:
         if persistence:
             (self.dir / "db").mkdir(exist_ok=True)
             lines += ["persistence true", "persistence_location %s/" % (self.dir / "db"), "autosave_interval 1"]
-        lines += self._local_lines() + list(extra)
+        lines += self.local_lines() + list(extra)
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -80,10 +80,11 @@ class LocalBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port, self.tls, self.pki, self.proc = "127.0.0.1", free_port(), True, pki, None
         self.log_path = self.dir / "mosquitto.log"
-        self.conf = Path(make_config(self.port, self._local_lines()))
+        self.conf = Path(make_config(self.port, self.local_lines()))
         return self
 
-    def _local_lines(self):
+    def local_lines(self):
+        """This runner's own lines for a configuration: the log it reads, and root's user when root."""
         lines = ["user root"] if os.geteuid() == 0 else []  # keep read access to the key files
         return lines + ["log_dest file %s" % self.log_path, "log_type all", "connection_messages true"]
 

@@ -26,7 +26,8 @@ def broker(fleet, tmp_path):
     conf_dir = tmp_path / "broker" / "conf"
     b = LocalBroker.from_config(tmp_path / "broker", lambda port, extra: mosquitto_conf.write(
         fleet, conf_dir, port=port, bind="127.0.0.1", extra=extra), pki=fleet.pki)
-    b.regenerate = lambda: mosquitto_conf.write(Fleet(fleet.dir), conf_dir, port=b.port, bind="127.0.0.1", extra=b._local_lines())
+    b.regenerate = lambda: mosquitto_conf.write(Fleet(fleet.dir), conf_dir, port=b.port, bind="127.0.0.1",
+                                                extra=b.local_lines())
     b.start()
     yield b
     b.stop()
@@ -43,7 +44,8 @@ def operator(fleet, broker):
 
 
 TOPICS = {
-    "ota/manifest/plant": b"fleet", "ota/manifest/plant/group/north": b"north", "ota/manifest/plant/group/south": b"south",
+    "ota/manifest/plant": b"fleet", "ota/manifest/plant/group/north": b"north",
+    "ota/manifest/plant/group/south": b"south",
     "ota/manifest/plant/device/dev-1": b"pin-1", "ota/manifest/plant/device/dev-2": b"pin-2",
     "ota/rollout/plant/device/dev-1": b"note-1", "ota/rollout/plant/device/dev-2": b"note-2",
     "ota/rollout/plant/group/south": b"note-south", "ota/manifest/other": b"other fleet",
