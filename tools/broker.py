@@ -37,6 +37,11 @@ def target_topic(root, fleet, group=None, device=None):
     return base
 
 
+def note_topic(root, fleet, device):
+    """Where the rollout note for one device lives, beside its manifest pin."""
+    return "%s/rollout/%s/device/%s" % (root, fleet, device)
+
+
 def release_manifest_topic(root, release):
     return "%s/fw/%s/manifest" % (root, release)
 

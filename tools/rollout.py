@@ -38,11 +38,6 @@ def bucket(device, rollout):
     return int.from_bytes(hashlib.sha256(("%s\0%s" % (rollout, device)).encode()).digest()[:4], "big") % 10000
 
 
-def note_topic(root, fleet, device):
-    """Where the rollout note for one device lives, beside its manifest pin."""
-    return "%s/rollout/%s/device/%s" % (root, fleet, device)
-
-
 def new_plan(rollout_id, fleet, blob, targets, *, canary=(), percents=(100,), soak_s=0.0, timeout_s=3600.0,
              threshold_count=None, threshold_percentage=None, min_executed=1, failure_types=FAILURES):
     """A rollout's initial state. `targets` is the snapshot of devices it may reach; `canary`
@@ -332,7 +327,7 @@ class Runner:
     def _execute(self, actions):
         infos = []
         for action, device in actions:
-            note, pin = note_topic(self.root, self.fleet_name, device), broker.target_topic(self.root, self.fleet_name,
+            note, pin = broker.note_topic(self.root, self.fleet_name, device), broker.target_topic(self.root, self.fleet_name,
                                                                                             device=device)
             if action == "pin":  # the note first: a device never acts on a pin without its rollout id
                 payload = json.dumps({"rollout": self.id, "release": signing.manifest_id(self.blob)}).encode()
