@@ -21,6 +21,15 @@ class CliError(Exception):
     """A problem the user can fix; the message says what to do."""
 
 
+def read_file(path):
+    """The bytes of a file the user named, or a CliError that says why not."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError("cannot read %s: %s" % (path, exc.strerror)) from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="mpota",

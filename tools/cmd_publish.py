@@ -6,7 +6,7 @@ import sys
 import time
 
 from tools import broker, signing
-from tools.cli import EXIT_OK, EXIT_REFUSED, CliError
+from tools.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
 
 
 # --- publish ----------------------------------------------------------------------------------
@@ -49,16 +49,8 @@ def _targets(args):
     return [broker.target_topic(args.root, args.fleet, args.group, args.device)]
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise CliError("cannot read %s: %s" % (path, exc.strerror)) from None
-
-
 def cmd_publish(args):
-    blob, image = _read(args.manifest), _read(args.image)
+    blob, image = read_file(args.manifest), read_file(args.image)
     targets = _targets(args)
     fields = release_fields(blob, image)
     bar = None

@@ -4,7 +4,7 @@ import time
 
 from tools import fleet, rollout
 from tools.audit import AuditLog
-from tools.cli import EXIT_OK, EXIT_REFUSED, CliError
+from tools.cli import EXIT_OK, EXIT_REFUSED, read_file
 from tools.cmd_publish import publish_release, release_fields
 
 
@@ -12,17 +12,9 @@ def _list(values):
     return [v for text in values or () if text for v in text.split(",") if v]
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise CliError("cannot read %s: %s" % (path, exc.strerror)) from None
-
-
 def cmd_start(args):
     f = fleet.from_args(args)
-    blob, image = _read(args.manifest), _read(args.image)
+    blob, image = read_file(args.manifest), read_file(args.image)
     fields = release_fields(blob, image)
     devices = f.devices()
     targets = [d for d, info in devices.items() if not args.group or info["group"] in args.group]

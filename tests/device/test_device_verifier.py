@@ -1,36 +1,20 @@
 """The device's P-256 verifier (ota.p256) on the board: a subset of NIST CAVP SigVer cases and
 signatures made now with `cryptography`, compared with the expected verdicts."""
-import hashlib
 import os
-from pathlib import Path
 
-import cryptography_vectors
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 from tools import signing
+from vectors import cavp_cases
 
-SIGVER = Path(cryptography_vectors.__file__).parent / "asymmetric" / "ECDSA" / "FIPS_186-3" / "SigVer.rsp"
 
 
 def sigver_cases(count):
-    """The first `count` [P-256,SHA-256] cases: (public key, digest, DER signature, valid)."""
-    cases, section, case = [], None, {}
-    for line in SIGVER.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[P-256,SHA-256]" and " = " in line:
-            name, value = line.split(" = ", 1)
-            case[name] = value
-            if name == "Result":
-                key = ec.EllipticCurvePublicNumbers(int(case["Qx"], 16), int(case["Qy"], 16),
-                                                    ec.SECP256R1()).public_key()
-                cases.append((key, hashlib.sha256(bytes.fromhex(case["Msg"])).digest(),
-                              encode_dss_signature(int(case["R"], 16), int(case["S"], 16)), value.startswith("P")))
-                case = {}
-    return cases[:count]
+    """The first `count` [P-256,SHA-256] SigVer cases: (public key, digest, DER signature, valid)."""
+    return [(ec.EllipticCurvePublicNumbers(qx, qy, ec.SECP256R1()).public_key(), digest, encode_dss_signature(r, s),
+             valid) for qx, qy, digest, r, s, valid in cavp_cases("SigVer.rsp")[:count]]
 
 
 def test_cavp_sigver_subset_and_fresh_signatures(deployed, tmp_path):
