@@ -20,7 +20,8 @@ test: setup
 	$(BIN)/pytest -q tests/host tests/device --virtual --allow-reboot
 
 soak: setup
-	OTA_SOAK=1 $(BIN)/pytest -q tests/host -k "soak or campaign"
+	OTA_SOAK=1 $(BIN)/pytest -q -s tests/host/test_powercut_campaign.py tests/host/test_sim_power.py \
+		tests/host/test_mqtt_transport.py::test_disruption_campaign
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
