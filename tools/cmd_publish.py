@@ -2,10 +2,13 @@
 (docs/PROTOCOL.md). Nothing keeps running after a publish: the broker stores the release."""
 import hashlib
 import json
+import os
 import sys
 import time
 
 from tools import broker, signing
+from tools.audit import AuditLog
+from tools.fleet import OPERATOR
 from tools.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
 
 
@@ -49,6 +52,13 @@ def _targets(args):
     return [broker.target_topic(args.root, args.fleet, args.group, args.device)]
 
 
+def _audit(args, action, **entry):
+    """Append to the fleet's audit log, when there is a fleet folder (--audit-dir, $MPOTA_FLEET)."""
+    folder = args.audit_dir or os.environ.get("MPOTA_FLEET")
+    if folder:
+        AuditLog(folder).record(OPERATOR, action, **entry)
+
+
 def cmd_publish(args):
     blob, image = read_file(args.manifest), read_file(args.image)
     targets = _targets(args)
@@ -67,6 +77,7 @@ def cmd_publish(args):
     print("published release %s (version %s, %d chunks of %d bytes)%s" % (
         rid, fields["version"], fields["chunk_count"], fields["chunk_size"],
         "" if not targets else " to " + ", ".join(targets)))
+    _audit(args, "publish", release=rid, outcome=", ".join(targets) or "uploaded")
     return EXIT_OK
 
 
@@ -105,6 +116,7 @@ def cmd_prune(args):
             topic = broker.target_topic(args.root, args.fleet, args.group, args.device)
             conn.wait([conn.publish(topic, b"")])
             print("cleared %s" % topic)
+            _audit(args, "untarget", outcome=topic)
         for release in args.release:
             try:
                 cleared = prune_release(conn, release, args.root, args.untarget)
@@ -113,6 +125,7 @@ def cmd_prune(args):
                       file=sys.stderr)
                 return EXIT_REFUSED
             print("pruned release %s (%d retained messages cleared)" % (release, len(cleared)))
+            _audit(args, "prune", release=release, outcome="%d retained messages cleared" % len(cleared))
     return EXIT_OK
 
 
@@ -217,6 +230,11 @@ def _add_target(p, required_help):
     who.add_argument("--device", help="only this device (a pin: it wins over group and fleet)")
 
 
+def _add_audit(p):
+    p.add_argument("--audit-dir", metavar="FLEET_DIR",
+                   help="record this in the audit log of that fleet folder (default: $MPOTA_FLEET, if set)")
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "publish", help="upload a signed release to the broker and offer it to devices",
@@ -227,6 +245,7 @@ def register(subparsers):
     _add_target(p, "the fleet to offer the release to")
     p.add_argument("--no-target", action="store_true", help="upload only; offer it later")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_audit(p)
     broker.add_arguments(p)
     p.set_defaults(func=cmd_publish)
 
@@ -238,6 +257,7 @@ def register(subparsers):
     p.add_argument("release", nargs="*", help="release id (16 hex characters)")
     p.add_argument("--untarget", action="store_true", help="also clear manifest topics that offer the release")
     _add_target(p, "clear this fleet's manifest topic (with --group/--device: that one)")
+    _add_audit(p)
     broker.add_arguments(p)
     p.set_defaults(func=cmd_prune)
 

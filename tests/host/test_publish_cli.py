@@ -111,3 +111,20 @@ def test_status_table_from_retained_states(mosquitto, capsys):
     assert lines[2].split() == ["dev-2", "NO", "idle", "0.9.0", "-", "-", "-", "-", "bad_signature"]
     assert main(["status", "--json", "--wait", "0.3", "--broker", "127.0.0.1:%d" % mq.port]) == 0
     assert json.loads(capsys.readouterr().out)["dev-2"]["online"] is False
+
+
+def test_publish_and_prune_are_recorded_in_the_fleet_audit_log(mosquitto, tmp_path, capsys):
+    from tools.audit import AuditLog
+
+    mq = mosquitto()
+    broker = ["--broker", "127.0.0.1:%d" % mq.port]
+    image = os.urandom(3000)
+    manifest, app = files(tmp_path, image, make_release(image, chunk_size=1024))
+    audit = ["--audit-dir", str(tmp_path)]
+    assert main(["publish", manifest, app, "--fleet", "f", "--quiet", *audit, *broker]) == 0
+    rid = capsys.readouterr().out.split()[2]
+    assert main(["prune", rid, "--untarget", *audit, *broker]) == 0
+    assert main(["publish", manifest, app, "--no-target", "--quiet", *broker]) == 0  # no fleet folder: no record
+    log = [(e["actor"], e["action"], e["release"], e["outcome"]) for e in AuditLog(tmp_path).entries()]
+    assert log == [("publisher", "publish", rid, "ota/manifest/f"),
+                   ("publisher", "prune", rid, "5 retained messages cleared")]  # 3 chunks, 2 manifests
