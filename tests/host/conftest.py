@@ -3,7 +3,7 @@ import pytest
 
 import mpunix
 
-pytest_plugins = [p for p in ("plugin_sim", "plugin_broker") if __import__("importlib.util").util.find_spec(p)]
+pytest_plugins = ["plugin_sim", "plugin_broker"]
 
 
 @pytest.fixture
