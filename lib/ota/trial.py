@@ -80,7 +80,9 @@ def feed():
 
 
 def confirm(checks=()):
-    """Mark the running image valid if every check returns True; otherwise roll back now.
+    """Mark the running image valid if every check returns True. A check that returns None
+    cannot tell yet (a sensor still warming up): returns False, call again later; the deadline
+    still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
     global _deadline
     if otadata.running_state() != otadata.PENDING_VERIFY:
@@ -91,6 +93,8 @@ def confirm(checks=()):
             ok = check()
         except Exception:
             ok = False
+        if ok is None:
+            return False
         if not ok:
             _fail("health_check_failed")
     esp32.Partition.mark_app_valid_cancel_rollback()

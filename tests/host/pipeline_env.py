@@ -13,6 +13,11 @@ FW_NEVER_CONFIRMS = (
     "import time, ota\n\ndef start():\n    while True:\n        ota.feed()\n        time.sleep_ms(20)\n\n"
     "def healthy():\n    return True\n"
 )
+FW_WARMS_UP = (
+    "calls = [0]\n\ndef start():\n    pass\n\n"
+    "def healthy():\n    calls[0] += 1\n    return True if calls[0] > 5 else None\n"
+)
+FW_NEVER_SURE = "def start():\n    pass\n\ndef healthy():\n    return None\n"
 EVENT = re.compile(r"^EVENT (\S+) (.*)$", re.M)
 
 

@@ -2,8 +2,8 @@
 inactive slot, verification of what is in flash, the switch, the trial boot and its outcome."""
 import pytest
 
-from pipeline_env import (FW_CRASHES, FW_HANGS, FW_HEALTHY, FW_NEVER_CONFIRMS, FW_UNHEALTHY, PipelineBoard,
-                          new_signer)
+from pipeline_env import (FW_CRASHES, FW_HANGS, FW_HEALTHY, FW_NEVER_CONFIRMS, FW_NEVER_SURE, FW_UNHEALTHY,
+                          FW_WARMS_UP, PipelineBoard, new_signer)
 from releases import SLOT_SIZE, release_id
 
 
@@ -48,8 +48,8 @@ def test_chunk_size_that_does_not_divide_a_sector(sim_device, signer):
 @pytest.mark.parametrize(
     "behaviour, reason",
     [(FW_UNHEALTHY, "health_check_failed"), (FW_HANGS, "watchdog"), (FW_CRASHES, "watchdog"),
-     (FW_NEVER_CONFIRMS, "confirm_timeout")],
-    ids=["failed-check", "hang", "crash", "never-confirms"],
+     (FW_NEVER_CONFIRMS, "confirm_timeout"), (FW_NEVER_SURE, "confirm_timeout")],
+    ids=["failed-check", "hang", "crash", "never-confirms", "check-never-sure"],
 )
 def test_bad_firmware_rolls_back_by_itself(sim_device, signer, behaviour, reason):
     board = PipelineBoard(sim_device, signer, wdt_ms=1000, confirm_within_ms=1500)
@@ -151,3 +151,10 @@ def test_install_waits_for_the_applications_permission(sim_device, signer):
     board.device.write_files({"app.json": '{"allow": true}'})  # the user said yes
     board.device.run(timeout=60)
     assert board.device.boot_log()[-1]["version"] == "2.0.0"
+
+
+def test_a_check_that_cannot_tell_yet_is_asked_again(sim_device, signer):
+    board = PipelineBoard(sim_device, signer)
+    board.stage(*signer.release("2.0.0", {"fw": FW_WARMS_UP}, counter=2, size=32 * 1024))
+    board.device.run(timeout=60)
+    assert "confirmed" in board.kinds() and board.device.boot_log()[-1]["version"] == "2.0.0"
