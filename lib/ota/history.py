@@ -2,8 +2,6 @@
 
 `counter` is the anti-downgrade floor: the security counter of the last confirmed release.
 `failed` remembers releases that rolled back, so a retained bad release is not tried forever."""
-import json
-
 from ota import store
 
 _NAME = "history"
@@ -11,12 +9,11 @@ _MAX_FAILED = 4
 
 
 def load():
-    data = store.read(_NAME)
-    return json.loads(data) if data else {"counter": 0, "release": None, "failed": []}
+    return store.read_json(_NAME, {"counter": 0, "release": None, "failed": []})
 
 
 def save(history):
-    store.write(_NAME, json.dumps(history).encode())
+    store.write_json(_NAME, history)
 
 
 def confirmed(release, counter):

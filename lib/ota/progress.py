@@ -44,12 +44,9 @@ class Progress:
         return self.count == self.chunk_count
 
     def mark(self, index):
-        """Record chunk `index` as in flash; False if it already was."""
-        if test_bit(self.received, index):
-            return False
+        """Record chunk `index`, not marked yet, as in flash."""
         set_bit(self.received, index)
         self.count += 1
-        return True
 
     def missing(self, limit):
         """The lowest `limit` chunk indices still missing."""

@@ -2,6 +2,7 @@
 
 A file is written beside its final name and renamed over it; littlefs (the ESP32 and rp2 default)
 renames atomically. A CRC-32 trailer catches a torn file on filesystems that do not."""
+import json
 import os
 import struct
 from binascii import crc32
@@ -52,3 +53,13 @@ def remove(name):
         os.remove(path(name))
     except OSError:
         pass  # already gone
+
+
+def write_json(name, value):
+    write(name, json.dumps(value).encode())
+
+
+def read_json(name, default=None):
+    """The file's JSON value, or `default` when it is missing or torn."""
+    data = read(name)
+    return json.loads(data) if data else default

@@ -6,7 +6,6 @@ reachable again, its own checks pass). A hang (watchdog), a failed check, a cras
 missed deadline resets the board before confirmation, and the bootloader boots the old image,
 which reports `rolled_back` with the reason it can tell. The accounting lives in a file because
 reset causes are not reliable on every port (rp2 reports WDT_RESET for machine.reset())."""
-import json
 import time
 
 import esp32
@@ -27,8 +26,7 @@ _deadline = None  # set while on trial, cleared by confirmation
 
 
 def _pending():
-    data = store.read(store.PENDING)
-    return json.loads(data) if data else None
+    return store.read_json(store.PENDING)
 
 
 def on_boot(wdt_ms=30000, confirm_within_ms=300000):
@@ -118,6 +116,6 @@ def _fail(reason):
     pending = _pending()
     if pending:
         pending["reason"] = reason
-        store.write(store.PENDING, json.dumps(pending).encode())
+        store.write_json(store.PENDING, pending)
     events.emit("trial_failed", release=pending and pending["release"], reason=reason)
     machine.reset()

@@ -7,7 +7,6 @@
 
 It writes only the inactive slot; nothing becomes bootable until the bytes in flash match the
 signed digest, and the reboot waits for the application's permission (`ota.policy`)."""
-import json
 
 import esp32
 import machine
@@ -146,7 +145,7 @@ class Updater:
         events.emit("installing", release=m.id, target=m.version)
         pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
-        store.write(store.PENDING, json.dumps(pending).encode())
+        store.write_json(store.PENDING, pending)
         try:
             self.target.set_boot()
         except OSError:
