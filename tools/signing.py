@@ -224,6 +224,25 @@ def parse_trust_file(data):
     return serial, teeth, keys
 
 
+def trust_update(current, *, add=(), remove=()):
+    """The next trust file after `current` (bytes of a version 2 trust file): keys `add`ed as
+    (public key, roles), key ids (hex) in `remove` dropped, serial raised by one. Refuses a
+    result that could lock the devices out (no key left to sign releases or trust updates)."""
+    serial, teeth, keys = parse_trust_file(current)
+    ids = {public_key_id(pub).hex() for pub, _ in keys}
+    for kid in remove:
+        if kid not in ids:
+            raise FormatError("key %s is not in the trust file" % kid)
+    keys = [(pub, role) for pub, role in keys if public_key_id(pub).hex() not in remove]
+    for pub, role in add:
+        if public_key_id(pub).hex() in ids:
+            raise FormatError("key %s is trusted already" % public_key_id(pub).hex())
+        keys.append((pub, role))
+    if not any(role & ROLE_TRUST for _, role in keys) or not any(role & ROLE_RELEASE for _, role in keys):
+        raise FormatError("the new trust file must keep a release key and a trust key, or devices are locked out")
+    return trust_file_bytes([pub for pub, _ in keys], teeth, serial=serial + 1, roles=[role for _, role in keys])
+
+
 def write_trust_file(public_keys, path, teeth=TRUST_TEETH, *, serial=0, roles=None):
     """Write the device trust file for `public_keys` to `path`; returns its size in bytes."""
     data = trust_file_bytes(public_keys, teeth, serial=serial, roles=roles)
