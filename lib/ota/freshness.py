@@ -15,7 +15,7 @@ from binascii import hexlify
 
 from micropython import const
 
-from ota import p256, store
+from ota import events, p256, store
 from ota.errors import FormatError, PolicyError, SignatureError
 from ota.trust import TIMESTAMP
 
@@ -50,6 +50,8 @@ class Freshness:
         if isinstance(saved, list) and len(saved) == 3 and all(isinstance(x, int) and x >= 0 for x in saved):
             issued = saved  # a valid file; anything else starts from zero: expiry still holds
         self.issued = issued
+        self.expires = [0, 0, 0]  # of the last record accepted per level, for `watch()`
+        self._told = False  # `stale` reported for the records as they are
         self._base = max(issued)  # newest accepted `issued`
         self._at = time.ticks_ms()  # when _base was last brought up to date
 
@@ -69,6 +71,19 @@ class Freshness:
         if t is None:
             return self._base or None
         return max(t, self._base)
+
+    def watch(self):
+        """Report `stale` once when an accepted record has expired and no fresh one came: the
+        publisher stopped vouching, or someone withholds the records (a freeze). Call it often:
+        it also keeps the time learnt from records moving."""
+        now = self.now()
+        if self._told or now is None:
+            return
+        for level in range(3):
+            if 0 < self.expires[level] <= now:
+                self._told = True
+                events.emit("stale", level=("fleet", "group", "device")[level], expired=self.expires[level])
+                return
 
     def check(self, record, blob, tick=None):
         """Check the timestamp `record` for the manifest `blob`; returns the device's time.
@@ -103,6 +118,8 @@ class Freshness:
         now = self.now()
         if now is not None and now >= expires:
             raise PolicyError("stale", "timestamp expired at %d" % expires)
+        self.expires[level] = expires
+        self._told = False
         if issued > self.issued[level]:
             self.issued[level] = issued
             store.write_json(_NAME, self.issued)

@@ -66,6 +66,7 @@ class Service:
     def poll(self, timeout_ms=100):
         """One round of the update service; call it often from the application's loop."""
         trial.feed()
+        self.fresh.watch()
         complete = self.transport.poll(timeout_ms)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))

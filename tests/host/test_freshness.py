@@ -14,18 +14,24 @@ SCRIPT = """
 import sys, json
 from binascii import unhexlify
 from ota import trust
+from ota import events
 from ota.freshness import Freshness
 from ota.errors import OTAError
+out = []
+events.listen(lambda kind, fields: out.append([kind, fields]))
 keys = trust.load(sys.argv[1])
 clock = [None]
 def fresh():
     return Freshness(keys, "plant", "canary", "dev-1", clock=lambda: clock[0])
 f = fresh()
-out = []
 for line in open(sys.argv[2]):
     c = json.loads(line)
     if c.get("reboot"):
         f = fresh()
+        continue
+    if "watch" in c:
+        clock[0] = c["watch"]
+        f.watch()
         continue
     clock[0] = c["clock"]
     try:
@@ -66,6 +72,9 @@ def test_timestamp_record_rules(keys, tmp_path):
     cases = [
         (rec(), a, T + 10),  # ok: the device's time is the clock's
         (rec(), a, T + 10),  # the same record again: a re-delivery
+        {"watch": T + 3599},  # still fresh: nothing to say
+        {"watch": T + 3600},  # the publisher stopped vouching: reported once
+        {"watch": T + 3700},
         (rec(issued=T - 100), a, T + 10),  # older than one already seen: replayed
         (rec(level="device", name="dev-2"), a, T + 10),  # another device's record
         (rec(level="group", name="other"), a, T + 10),  # another group's
@@ -83,7 +92,7 @@ def test_timestamp_record_rules(keys, tmp_path):
     ]
     rows = []
     for case in cases:
-        if isinstance(case, dict):
+        if isinstance(case, dict):  # a reboot, or time passing
             rows.append(json.dumps(case))
         else:
             r, blob, clock = case
@@ -91,7 +100,7 @@ def test_timestamp_record_rules(keys, tmp_path):
     (tmp_path / "cases").write_text("\n".join(rows) + "\n")
     out = json.loads(mpunix.run(SCRIPT, args=[str(d / "trust.bin"), str(tmp_path / "cases")], cwd=tmp_path).stdout)
     assert out == [
-        ["ok", T + 10], ["ok", T + 10], ["replayed"], ["wrong_level"], ["wrong_level"], ["mismatch"], ["mismatch"],
+        ["ok", T + 10], ["ok", T + 10], ["stale", {"level": "fleet", "expired": T + 3600}], ["replayed"], ["wrong_level"], ["wrong_level"], ["mismatch"], ["mismatch"],
         ["stale"], ["unknown_key"], ["bad_signature"], ["bad_format"], ["bad_format"],
         ["replayed"], ["ok", T + 50], ["stale"],
     ]
