@@ -89,8 +89,9 @@ class Updater:
         return self._verified
 
     def offer(self, blob):
-        """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
-        when there is nothing to do (the release runs already, or it rolled back before)."""
+        """Verify a manifest message (the blob, then its timestamp record when freshness is on)
+        and start (or resume) its download. Returns the Manifest, or None when there is nothing
+        to do (the release runs already, or it rolled back before)."""
         if otadata.running_state() == otadata.PENDING_VERIFY:
             raise StateError("unconfirmed", "the running image is on trial")
         try:
@@ -105,19 +106,21 @@ class Updater:
             return None  # this trust file is the one in use
         current = self.manifest
         if current and current.id == m.id:
+            self._blob = blob  # the same release with a newer timestamp record: finish() checks that one
             return current
         if current and (self._verified or m.counter < current.counter):
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "another update is in progress")
+        signed = bytes(blob[:manifest.blob_length(blob)])  # without the timestamp record, refreshed often
         saved = Progress.load()
-        if saved and saved.release == m.id and store.read(store.MANIFEST) == blob:
+        if saved and saved.release == m.id and store.read(store.MANIFEST) == signed:
             progress = saved
         elif saved and m.counter < saved.counter:
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "a newer download is in progress")
         else:
             progress = Progress(m.id, m.counter, m.chunk_count + 1 + m.pages, (m.size + SECTOR - 1) // SECTOR)
-            store.write(store.MANIFEST, blob)
+            store.write(store.MANIFEST, signed)
             _create(TABLE, 32 * (m.pages + m.chunk_count))
             if m.target == "trust":
                 _create(TRUST_NEW, m.size)

@@ -117,3 +117,50 @@ def test_host_refuses_records_it_could_not_defend():
             signing.build_timestamp(**args)
     with pytest.raises(signing.FormatError):
         signing.role_mask(["timestamp", "release"])
+
+
+RESUME = """
+import sys, json
+from binascii import unhexlify
+from ota import trust, events
+from ota.freshness import Freshness
+from ota.updater import Updater
+resumed = []
+events.listen(lambda kind, fields: kind == "offered" and resumed.append(fields["resumed"]))
+msgs = json.loads(open(sys.argv[1]).read())
+def boot():
+    keys = trust.load()
+    fresh = Freshness(keys, "plant", None, "dev-1")
+    return Updater(keys, "esp32-generic", clock=fresh.now, fresh=fresh)
+u = boot()
+u.offer(unhexlify(msgs["first"]))
+while u.missing(1)[0] >= 40:  # the table: its index, then its page
+    k = u.missing(1)[0]
+    u.write_chunk(k, unhexlify(msgs["chunks"][k]))
+for k in range(16):
+    u.write_chunk(k, unhexlify(msgs["chunks"][k]))
+u = boot()  # a reboot; meanwhile the publisher refreshed the record
+u.offer(unhexlify(msgs["refreshed"]))
+print(json.dumps(resumed))
+"""
+
+
+def test_a_refreshed_record_does_not_restart_a_download(keys, sim_snippet, tmp_path):
+    d, release, stamp = keys
+    now = int(__import__("time").time())
+    payload = bytes(range(256)) * 160  # 40 chunks of 1 KiB
+    blob = signing.sign(signing.build_manifest(payload, board="esp32-generic", version="2", counter=2, chunk_size=1024,
+                                               key_id=release.public_key()), release)
+    fields = signing.parse_blob(blob)[2]
+
+    def record(issued):
+        return signing.build_timestamp(level="fleet", fleet="plant", release=fields["id"], counter=2, issued=issued,
+                                       expires=issued + 3600, private_key=stamp)
+
+    (tmp_path / ".ota").mkdir()
+    (tmp_path / ".ota" / "trust.bin").write_bytes((d / "trust.bin").read_bytes())
+    (tmp_path / "msgs").write_text(json.dumps({
+        "first": (blob + record(now - 60)).hex(), "refreshed": (blob + record(now)).hex(),
+        "chunks": [m.hex() for m in signing.chunk_messages(fields, payload)]}))
+    out = json.loads(sim_snippet(RESUME, args=[str(tmp_path / "msgs")], heapsize="1M").stdout)
+    assert out[0] == 0 and out[1] >= 16  # the table and 16 chunks were saved; none fetched again
