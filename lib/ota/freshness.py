@@ -87,9 +87,11 @@ class Freshness:
 
     def check(self, record, blob, tick=None):
         """Check the timestamp `record` for the manifest `blob`; returns the device's time.
-        Raises FormatError, SignatureError or PolicyError (`wrong_level`, `replayed`, `stale`,
-        `mismatch`) as docs/FORMAT.md section 5 says."""
+        Raises FormatError, SignatureError or PolicyError (`no_timestamp`, `wrong_level`,
+        `replayed`, `stale`, `mismatch`) as docs/FORMAT.md section 5 says."""
         n = len(record)
+        if not n:
+            raise PolicyError("no_timestamp", "freshness is on and the manifest has no timestamp record")
         if n < _HEADER_SIZE + 2 + 8 or n > RECORD_MAX or bytes(record[:4]) != b"MOTS" or record[4] != 1:
             raise FormatError("bad_format", "no timestamp record")
         rlen = record[6] << 8 | record[7]

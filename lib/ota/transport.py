@@ -32,7 +32,7 @@ _MAX_PENDING = const(16)
 _MAX_NOTE = const(200)  # a rollout note is a few dozen bytes; anything longer is ignored
 
 _LEVELS = ("fleet", "group", "device")
-_FALL_BACK = ("stale", "replayed", "wrong_level", "mismatch")  # freshness refusals of one level
+_FALL_BACK = ("no_timestamp", "stale", "replayed", "wrong_level", "mismatch")  # freshness refusals of one level
 
 
 def _name(value, what):

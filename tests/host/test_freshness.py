@@ -101,7 +101,7 @@ def test_timestamp_record_rules(keys, tmp_path):
     out = json.loads(mpunix.run(SCRIPT, args=[str(d / "trust.bin"), str(tmp_path / "cases")], cwd=tmp_path).stdout)
     assert out == [
         ["ok", T + 10], ["ok", T + 10], ["stale", {"level": "fleet", "expired": T + 3600}], ["replayed"], ["wrong_level"], ["wrong_level"], ["mismatch"], ["mismatch"],
-        ["stale"], ["unknown_key"], ["bad_signature"], ["bad_format"], ["bad_format"],
+        ["stale"], ["unknown_key"], ["bad_signature"], ["bad_format"], ["no_timestamp"],
         ["replayed"], ["ok", T + 50], ["stale"],
     ]
 

@@ -42,7 +42,7 @@ def test_a_release_without_its_timestamp_record_is_not_installed(fleet):
     blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
     assert fleet.publish(blob, image).returncode == 0  # no --timestamp-key: no record
     board.start()
-    states = fleet.wait_state(lambda s: (s.get("dev-2") or {}).get("reason") == "bad_format")
+    states = fleet.wait_state(lambda s: (s.get("dev-2") or {}).get("reason") == "no_timestamp")
     assert states["dev-2"]["version"] == "1.0.0"
 
 
