@@ -10,8 +10,10 @@ import json
 import os
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from cryptography import x509
@@ -152,6 +154,17 @@ def device_config(device_id, broker, *, board, fleet="default", group=None, tls_
     return config
 
 
+INSTALLED_PATH = ".ota/installed"  # lib/ota/installed.py
+
+
+def installed_record(firmware_version, label="ota_0"):
+    """The device's record of what runs in `label` (lib/ota/installed.py), for the firmware a
+    cable put there: official builds leave the app descriptor's version empty, so only the
+    person flashing it knows. A state file as lib/ota/store.py writes it (JSON, CRC-32 trailer)."""
+    data = json.dumps({label: [None, None, firmware_version]}).encode()
+    return data + struct.pack("<I", zlib.crc32(data))
+
+
 def _write_secret(path, data):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -159,7 +172,8 @@ def _write_secret(path, data):
     os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
-def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=ROOT / "main.py"):
+def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=ROOT / "main.py",
+          firmware_version=None):
     """Build `out` as the board's filesystem will be; returns the list of staged paths.
 
     `out` is rebuilt from nothing, so files from an earlier board (another device's key) never
@@ -177,6 +191,8 @@ def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=
     (out / ".ota").mkdir()
     (out / "certs").mkdir()
     (out / signing.TRUST_PATH).write_bytes(trust)
+    if firmware_version:
+        (out / INSTALLED_PATH).write_bytes(installed_record(firmware_version))
     for name, data in sorted(credentials.items()):
         (out / name).write_bytes(data)
     if KEY_FILE in credentials:
