@@ -6,8 +6,10 @@ file is refused here rather than discovered on a board that then cannot update.
 """
 import copy
 import importlib.util
+import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
 import struct
@@ -136,9 +138,33 @@ def read_trust(path):
     return data
 
 
+def wifi_config(ssid, password, *, hostname=None, country=None, ifconfig=None):
+    """The config's `wifi` section (lib/ota/net.py), checked as the ESP32 driver would take it."""
+    if not 1 <= len(ssid.encode()) <= 32:
+        raise ProvisionError("bad Wi-Fi SSID %r: 1 to 32 bytes" % ssid)
+    if password is not None and not 8 <= len(password.encode()) <= 63:
+        raise ProvisionError("the Wi-Fi password must be 8 to 63 characters (WPA2), or use --wifi-open")
+    if hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?", hostname):
+        raise ProvisionError("bad hostname %r: 1 to 32 of A-Z a-z 0-9 -, not starting or ending with -" % hostname)
+    if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+        raise ProvisionError("bad country %r: two capital letters, e.g. DE" % country)
+    if ifconfig is not None:
+        parts = ifconfig.split(",")
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            for part in parts:
+                ipaddress.IPv4Address(part)
+        except ValueError:
+            raise ProvisionError("bad --wifi-ifconfig %r: IP,NETMASK,GATEWAY,DNS" % ifconfig) from None
+        ifconfig = parts
+    return {"ssid": ssid, "password": password, "hostname": hostname, "country": country, "ifconfig": ifconfig}
+
+
 def device_config(device_id, broker, *, board, fleet="default", group=None, tls_client=False, user=None,
-                  password=None, server_hostname=None):
-    """The `ota_config.json` content: every key the device reads, unset ones as null."""
+                  password=None, server_hostname=None, wifi=None):
+    """The `ota_config.json` content: every key the device reads, unset ones as null. `wifi`:
+    a `wifi_config()`, or None when the application brings the network up itself."""
     config = copy.deepcopy(device_defaults())
     if not signing.BOARD_RE.match(board.encode()):
         raise ProvisionError("bad board id %r: 1 to 32 of A-Z a-z 0-9 . _ -" % board)
@@ -151,6 +177,7 @@ def device_config(device_id, broker, *, board, fleet="default", group=None, tls_
         "server_hostname": server_hostname, "user": user, "password": password,
         "keepalive": config["broker"]["keepalive"],
     }
+    config["wifi"] = wifi
     return config
 
 
@@ -198,7 +225,7 @@ def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=
     if KEY_FILE in credentials:
         _write_secret(out / KEY_FILE, credentials[KEY_FILE])
     text = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
-    if config["broker"]["password"] is not None:
+    if config["broker"]["password"] is not None or (config.get("wifi") or {}).get("password") is not None:
         _write_secret(out / "ota_config.json", text)
     else:
         (out / "ota_config.json").write_bytes(text)
