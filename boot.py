@@ -14,14 +14,16 @@ except Exception as exc:
     sys.print_exception(exc)
     try:
         import esp32
+
+        _esp32 = True
     except ImportError:
-        esp32 = None  # not an ESP32: nothing here can tell a trial boot
-    if esp32 is not None:
+        _esp32 = False  # not an ESP32: nothing here can tell a trial boot
+    if _esp32:
         import binascii
         import machine
         import struct
 
-        _running = esp32.Partition(esp32.Partition.RUNNING)
+        _running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only
         _slot = _running.info()[1] - 0x10  # ota_0 is app subtype 0x10
         _entry = (0, None)  # (seq, state) of the running slot's newest valid otadata entry
         _buf = bytearray(32)
