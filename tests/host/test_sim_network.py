@@ -102,3 +102,27 @@ print('down', w.status())
     ap.write_text(json.dumps({"ssid": "home", "password": "pw", "up": False}))
     worker.join(40)
     assert result["out"].splitlines() == ["OSError 113", "up 1010", "down 1001"]
+
+
+def test_ota_net_leaves_the_radio_alone_without_settings_and_keeps_asking_with_them(sim_snippet):
+    sim_snippet("pass")
+    air = sim_snippet.flash.parent / (sim_snippet.flash.name + ".air")
+    control(sim_snippet, ssid="home", password="correct horse", up=False)
+    out = sim_snippet("""
+import network, time
+from ota import events, net
+seen = []
+events.listen(lambda kind, fields: seen.append((kind, fields.get('link'), fields.get('status'))))
+print(net.start(None), network.WLAN(network.STA_IF).active())
+link = net.start({'ssid': 'home', 'password': 'correct horse', 'connect_timeout_s': 0.4, 'retry_max_s': 0.1})
+print(network.WLAN(network.STA_IF).active())
+t = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t) < 2000:
+    link.poll()
+    time.sleep_ms(5)
+print(link.up, link.attempts >= 3, seen[0])
+""").stdout.splitlines()
+    assert out[0] == "None False"
+    assert out[1] == "True"
+    assert out[2] == "False True ('link', 'down', 201)"
+    assert air.read_text().count("connect home") >= 3
