@@ -25,3 +25,13 @@ def of(part, seq):
     if entry and entry[0] in (None, seq):
         return entry[1], entry[2]
     return None, app_version(part) or None
+
+
+def moved(label, old_seq, new_seq):
+    """The image in slot `label` is booted again under a new otadata entry (set_boot() on a
+    slot whose image did not change): its record follows, if it was current."""
+    slots = store.read_json(_NAME, {})
+    entry = slots.get(label)
+    if entry and entry[0] in (None, old_seq):
+        entry[0] = new_seq
+        store.write_json(_NAME, slots)

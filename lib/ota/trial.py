@@ -88,13 +88,16 @@ def _revert(pending):
     image is not trusted: the other slot boots again, and with it the last confirmed firmware."""
     try:
         other = esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # type: ignore[arg-type]
+        index = otadata.slot_index(other)
         if pending is not None:
             pending["reverted"] = True
             pending["reason"] = pending.get("reason") or "power_loss"  # not the firmware's fault
             store.write_json(store.PENDING, pending)
+        before = otadata.newest(index)[0]
         other.set_boot()
     except OSError:
         return  # no other image passes the bootloader's check: run this one on trial
+    installed.moved(other.info()[4], before, otadata.newest(index)[0])
     events.emit("trial_failed", release=pending and pending["release"], reason="torn_otadata")
     machine.reset()
 

@@ -37,6 +37,9 @@ def state_file(device, name):
 def test_torn_state_word_never_confirms_a_failing_firmware(sim_device, tmp_path, torn):
     signer = new_signer(tmp_path)
     board = PipelineBoard(sim_device, signer, wdt_ms=1000, confirm_within_ms=3000)
+    # What the board installed in ota_0 under its first otadata entry (seq 1).
+    record = json.dumps({"ota_0": [1, "release-one", "1.0.0"]}).encode()
+    board.device.write_files({".ota/installed": record + struct.pack("<I", zlib.crc32(record))})
     blob, image = signer.release("2.0.0", {"fw": FW_UNHEALTHY}, counter=2, size=64 * 1024)
     board.stage(blob, image)
     board.device.run(timeout=60, max_boots=1)  # installs, resets: the power goes before the bootloader's write
@@ -49,8 +52,10 @@ def test_torn_state_word_never_confirms_a_failing_firmware(sim_device, tmp_path,
     assert boots[2]["slot"] == "ota_0" and boots[-1]["version"] == "1.0.0"
     mine = release_id(blob)
     assert not [f for k, f in board.events() if k == "confirmed" and f["release"] == mine]
-    rolled = [f["reason"] for k, f in board.events() if k == "rolled_back"]
-    # First the torn boot (power_loss: installed again), then the trial the release really fails.
-    assert rolled == ["power_loss", "health_check_failed"]
+    rolled = [(f["reason"], f["version"]) for k, f in board.events() if k == "rolled_back"]
+    # First the torn boot (power_loss: installed again), then the trial the release really fails;
+    # the old image, booted again under a new otadata entry, still knows what it is.
+    assert rolled == [("power_loss", "1.0.0"), ("health_check_failed", "1.0.0")]
+    assert [f["release"] for k, f in board.events() if k == "confirmed"] == ["release-one"]
     history = state_file(board.device, "history")
     assert history["counter"] < 2 and mine in history["failed"]
