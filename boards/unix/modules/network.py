@@ -160,10 +160,11 @@ class WLAN:
             raise OSError("Wifi Invalid Mode")
         if bssid is not None and len(bssid) != 6:
             raise ValueError
-        if ssid is not None:
-            self._ssid = ssid[:32]
-        if key is not None:
-            self._key = key[:64]
+        if ssid is not None or key is not None:
+            # network_wlan_connect(): with arguments, a fresh wifi_config_t (all zero) takes
+            # what is given, so a missing key means an open network, not the previous key.
+            self._ssid = (ssid or "")[:32]
+            self._key = (key or "")[:64]
         self._requested = True
         self._connected = False
         self._tries = 0
