@@ -47,17 +47,19 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     if state not in (None, otadata.VALID, otadata.PENDING_VERIFY):
         _revert(pending)  # returns only when there is no other image to go back to
     _running = installed.of(part, seq)
+    on_trial = state not in (None, otadata.VALID)
+    if not on_trial:
+        events.emit("booted", release=_running[0], version=_running[1], slot=slot)
     if pending is not None and pending["slot"] != index:
-        _settle(pending)
+        _settle(pending)  # after `booted`: the state then names the release that rolled back
         pending = None
-    if state not in (None, otadata.VALID):
+    if on_trial:
         _wdt = machine.WDT(timeout=wdt_ms)
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
         if pending is not None:
             _running = (pending["release"], pending["version"])
         events.emit("trial", release=_running[0], target=_running[1], version=_running[1], slot=slot, progress=100)
         return True
-    events.emit("booted", release=_running[0], version=_running[1], slot=slot)
     if pending is not None:
         _running = (pending["release"], pending["version"])
         _confirmed(pending)  # confirmed, but the power went before the books were closed
