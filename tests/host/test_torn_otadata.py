@@ -59,3 +59,23 @@ def test_torn_state_word_never_confirms_a_failing_firmware(sim_device, tmp_path,
     assert [f["release"] for k, f in board.events() if k == "confirmed"] == ["release-one"]
     history = state_file(board.device, "history")
     assert history["counter"] < 2 and mine in history["failed"]
+
+
+def test_torn_state_word_under_a_firmware_that_cannot_import_ota_boots_the_previous_one(sim_device, tmp_path):
+    """boot.py's guard (built-in modules only) fails closed on a torn state word too."""
+    signer = new_signer(tmp_path)
+    board = PipelineBoard(sim_device, signer, wdt_ms=1000, confirm_within_ms=3000)
+    no_lib = "import sys\nsys.path[:] = [p for p in sys.path if p != 'lib']\n"
+    blob, image = signer.release("2.0.0", {"fw": FW_UNHEALTHY, "_boot": no_lib}, counter=2, size=64 * 1024)
+    board.stage(blob, image)
+    board.device.run(timeout=60, max_boots=1)
+    tear_state_word(board.device, 1, 0xFFFF0001)
+
+    board.device.run(timeout=90)
+    boots = board.device.boot_log()
+    assert (boots[1]["slot"], boots[1]["state"]) == ("ota_1", str(0xFFFF0001))
+    assert "the package cannot run on this firmware; booting the previous one" in board.device.console
+    assert boots[2]["slot"] == "ota_0" and boots[-1]["version"] == "1.0.0"
+    mine = release_id(blob)
+    assert not [f for k, f in board.events() if k == "confirmed" and f["release"] == mine]
+    assert state_file(board.device, "history")["counter"] < 2
