@@ -1,6 +1,7 @@
 # main.py: an example device application with over-the-air updates.
-# Settings (broker, TLS files, fleet, group, install policy) are in ota_config.json; the trusted
-# signing keys in .ota/trust.bin. Both are written by `mpota provision`.
+# Settings (Wi-Fi, broker, TLS files, fleet, group, install policy) are in ota_config.json; the
+# trusted signing keys in .ota/trust.bin. Both are written by `mpota provision`. With a `wifi`
+# section the service brings the network up itself; without one, the application does.
 import time
 
 import ota.service

@@ -6,12 +6,13 @@
         updates.poll()      # fetch, verify, install when allowed; confirm a trial once healthy
         ...                 # the application's own work
 
-It wires the pieces: config → trusted keys → `Updater` → MQTT client (TLS from the config) →
-`Transport`. On a trial boot it confirms the new image once the broker has been reached again
-(the next update must still be able to arrive) and every check passes; it feeds the trial
-watchdog on each poll. An application with its own MQTT client builds `Transport` itself with
-`ota.adapter` instead (see docs/PROTOCOL.md)."""
-from ota import config, policy, trial, trust
+It wires the pieces: config → Wi-Fi (`ota.net`, unless the application manages the radio) →
+trusted keys → `Updater` → MQTT client (TLS from the config) → `Transport`. On a trial boot it
+confirms the new image once the broker has been reached again (the next update must still be
+able to arrive) and every check passes; it feeds the trial watchdog on each poll. An
+application with its own MQTT client builds `Transport` itself with `ota.adapter` instead (see
+docs/PROTOCOL.md)."""
+from ota import config, net, policy, trial, trust
 from ota.freshness import Freshness
 from ota.errors import OTAError
 from ota.transport import Transport
@@ -52,6 +53,7 @@ def _client(cfg):
 class Service:
     def __init__(self, cfg, checks=(), permission=None, client=None):
         self.checks = checks
+        self.link = net.start(cfg.get("wifi"))  # first: the radio connects while the rest loads
         keys = trust.load()
         # The clock: a set real-time clock, or the time learnt from timestamp records.
         self.fresh = Freshness(keys, cfg["fleet"], cfg["group"], cfg["device_id"])
@@ -67,6 +69,8 @@ class Service:
         """One round of the update service; call it often from the application's loop."""
         trial.feed()
         self.fresh.watch()
+        if self.link is not None and not self.link.poll():
+            return  # no Wi-Fi: nothing to reach; a trial that stays offline misses its deadline
         complete = self.transport.poll(timeout_ms)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))

@@ -148,7 +148,8 @@ class Supervisor:
         return loaded
 
     def _extract(self, flash, row):
-        """Unpack the loaded image's frozen modules; returns its version string."""
+        """Unpack the loaded image's frozen modules; returns its label (the descriptor's version
+        is empty on official builds)."""
         image = bytearray(row[4])
         sim_flash.PartitionIO(flash, row).read(0, image)
         shutil.rmtree(self.frozen, ignore_errors=True)
@@ -162,7 +163,7 @@ class Supervisor:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(source)
         try:
-            return fwimage.read_app_version(image) or "?"
+            return fwimage.read_label(image) or "?"
         except ValueError:
             return "?"
 
