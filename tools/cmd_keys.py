@@ -1,10 +1,11 @@
 """`mpota keygen`: make a release signing key and the device trust file for it."""
 import getpass
 import os
+import sys
 from pathlib import Path
 
 from tools import signing
-from tools.cli import CliError
+from tools.cli import CliError, read_file
 
 PASSWORD_ENV = "MPOTA_KEY_PASSWORD"
 
@@ -13,6 +14,9 @@ def read_password(confirm=False):
     """The private key's password: from $MPOTA_KEY_PASSWORD, else asked on the terminal."""
     password = os.environ.get(PASSWORD_ENV)
     if password is None:
+        if not sys.stdin.isatty():  # getpass would read a script's stdin, or fail with EOFError
+            raise CliError("no terminal to ask the key password on: set $%s (or use --no-password "
+                           "for an unencrypted key)" % PASSWORD_ENV)
         password = getpass.getpass("key password: ")
         if confirm and getpass.getpass("again: ") != password:
             raise CliError("the passwords differ")
@@ -21,10 +25,42 @@ def read_password(confirm=False):
     return password
 
 
+def private_key(path, no_password):
+    """The P-256 signing key in `path`, or a CliError that names the file and what to do."""
+    data = read_file(path)
+    if b"PRIVATE KEY" not in data:
+        raise CliError("%s is not a private key (a public key or a certificate?): pass the key file "
+                       "`mpota keygen --out` wrote" % path)
+    encrypted = b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data
+    if encrypted and no_password:
+        raise CliError("%s is encrypted: drop --no-password and give its password in $%s" % (path, PASSWORD_ENV))
+    try:
+        return signing.load_private_key(path, read_password() if encrypted else None)
+    except signing.FormatError as exc:
+        raise CliError("%s; release keys are P-256 (make one with `mpota keygen`)" % exc) from None
+    except (ValueError, TypeError):
+        if encrypted:
+            raise CliError("wrong password for %s (from $%s or the terminal)" % (path, PASSWORD_ENV)) from None
+        raise CliError("%s is not a PEM private key that can be read" % path) from None
+
+
+def public_key(path):
+    """The P-256 public key in `path` (PEM key or certificate), or a CliError naming the file."""
+    read_file(path)
+    try:
+        return signing.load_public_key(path)
+    except signing.FormatError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError:
+        raise CliError("%s is not a PEM public key or certificate: pass the .pub.pem file `mpota keygen` "
+                       "wrote" % path) from None
+
+
 def keygen(args):
     key_path = Path(args.out)
     if key_path.exists():
         raise CliError("%s exists; not overwriting a private key" % key_path)
+    also = [public_key(p) for p in args.also_trust]
     key = signing.generate_key()
     password = None if args.no_password else read_password(confirm=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -32,7 +68,7 @@ def keygen(args):
         f.write(signing.private_key_pem(key, password))
     pub_path = Path(args.pub or key_path.with_suffix(".pub.pem"))
     pub_path.write_bytes(signing.public_key_pem(key.public_key()))
-    trusted = [key.public_key()] + [signing.load_public_key(p) for p in args.also_trust]
+    trusted = [key.public_key()] + also
     size = signing.write_trust_file(trusted, args.trust, args.teeth)
     print("private key  %s (%s)" % (key_path, "unencrypted" if args.no_password else "encrypted"))
     print("public key   %s  key id %s" % (pub_path, signing.public_key_id(key.public_key()).hex()))

@@ -59,21 +59,23 @@ def _audit(args, action, **entry):
         AuditLog(folder).record(OPERATOR, action, **entry)
 
 
+def upload(conn, blob, image, targets, root=broker.DEFAULT_ROOT, quiet=False):
+    """`publish_release` with a progress bar on stderr (none when `quiet`)."""
+    fields = release_fields(blob, image)
+    if quiet:
+        return publish_release(conn, blob, image, targets, root)
+    from tqdm import tqdm
+
+    with tqdm(total=fields["chunk_count"], unit="chunk", desc="upload %s" % fields["id"], file=sys.stderr) as bar:
+        return publish_release(conn, blob, image, targets, root, bar.update)
+
+
 def cmd_publish(args):
     blob, image = read_file(args.manifest), read_file(args.image)
     targets = _targets(args)
     fields = release_fields(blob, image)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=fields["chunk_count"], unit="chunk", desc="release %s" % fields["id"], file=sys.stderr)
-    try:
-        with broker.from_args(args) as conn:
-            rid = publish_release(conn, blob, image, targets, args.root, bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+    with broker.from_args(args) as conn:
+        rid = upload(conn, blob, image, targets, args.root, args.quiet)
     print("published release %s (version %s, %d chunks of %d bytes)%s" % (
         rid, fields["version"], fields["chunk_count"], fields["chunk_size"],
         "" if not targets else " to " + ", ".join(targets)))

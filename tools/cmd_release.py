@@ -6,13 +6,14 @@ signature; `verify` before publishing.
 """
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
 from tools import signing
 from tools.cli import EXIT_REFUSED, CliError
-from tools.cmd_keys import read_password
+from tools.cmd_keys import private_key, public_key
 
 
 def _read(path):
@@ -25,7 +26,7 @@ def _read(path):
 def manifest(args):
     if not (args.key_id or args.pub):
         raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
-    key_id = signing.load_public_key(args.pub) if args.pub else args.key_id
+    key_id = public_key(args.pub) if args.pub else args.key_id
     try:
         tbs = signing.build_manifest(
             _read(args.firmware), board=args.board, version=args.version, counter=args.counter,
@@ -38,8 +39,12 @@ def manifest(args):
 
 
 def sign(args):
-    key = signing.load_private_key(args.key, None if args.no_password else read_password())
-    blob = signing.sign(_read(args.tbs), key)
+    tbs = _read(args.tbs)
+    try:
+        signing.parse_tbs(tbs)
+    except signing.FormatError as exc:
+        raise CliError("%s is not a manifest from `mpota manifest`: %s" % (args.tbs, exc)) from None
+    blob = signing.sign(tbs, private_key(args.key, args.no_password))
     Path(args.out).write_bytes(blob)
     print("wrote %s (%d bytes), release id %s" % (args.out, len(blob), signing.manifest_id(blob)))
 
@@ -54,15 +59,16 @@ def attach(args):
 
 
 def verify(args):
-    blob = _read(args.blob)
+    blob, key = _read(args.blob), public_key(args.pub)
     try:
-        fields = signing.verify(blob, signing.load_public_key(args.pub))
+        fields = signing.verify(blob, key)
         if args.firmware:
             payload = _read(args.firmware)
             if len(payload) != fields["size"] or hashlib.sha256(payload).digest() != fields["digest"]:
                 raise signing.FormatError("%s does not match the manifest's size and digest" % args.firmware)
     except (signing.FormatError, InvalidSignature) as exc:
-        print("REFUSED: %s" % (exc or "the signature does not verify"))
+        print("REFUSED: %s" % (str(exc) or "the signature does not match the manifest and this key"),
+              file=sys.stderr)
         return EXIT_REFUSED
     fields["digest"] = fields["digest"].hex()
     print(json.dumps(fields, indent=2, sort_keys=True))

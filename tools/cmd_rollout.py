@@ -5,7 +5,7 @@ import time
 from tools import fleet, rollout
 from tools.audit import AuditLog
 from tools.cli import EXIT_OK, EXIT_REFUSED, read_file
-from tools.cmd_publish import publish_release, release_fields
+from tools.cmd_publish import release_fields, upload
 
 
 def _list(values):
@@ -27,7 +27,7 @@ def cmd_start(args):
     store = rollout.Store(f)
     audit = AuditLog(f.dir)
     with f.connection(args.broker) as conn:  # chunks and release manifest only: the waves target
-        publish_release(conn, blob, image, [], f.root)
+        upload(conn, blob, image, [], f.root, args.quiet)
     audit.record(fleet.OPERATOR, "publish", release=fields["id"], rollout=rid, outcome="uploaded",
                  reason=None)
     store.create(plan, blob)
@@ -102,6 +102,7 @@ def register(subparsers):
                    "--abort-percent applies (default 1)")
     q.add_argument("--failure-types", help="what counts as failed: rolled_back,rejected,timed_out (default all)")
     q.add_argument("--broker", metavar="HOST:PORT", help="override the fleet's broker address")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     fleet.add_argument(q)
     q.set_defaults(func=cmd_start)
 
