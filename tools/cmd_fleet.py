@@ -1,6 +1,7 @@
 """`mpota fleet init|add|revoke|list|broker-config`: the fleet's identities and its broker's
 access rules (tools/fleet.py, tools/mosquitto_conf.py)."""
 import json
+import sys
 
 from tools import broker, fleet, mosquitto_conf
 from tools.audit import AuditLog
@@ -47,10 +48,17 @@ def cmd_list(args):
 
 def cmd_broker_config(args):
     f = fleet.from_args(args)
-    conf = mosquitto_conf.write(f, args.out, port=args.port, bind=args.bind, hosts=args.host or ["localhost"],
+    hosts = args.host or sorted({f.data["broker"].rpartition(":")[0], "localhost"})
+    conf = mosquitto_conf.write(f, args.out, port=args.port, bind=args.bind, hosts=hosts,
                                 persistence=not args.no_persistence)
     print("wrote %s (ACL %s, CRL %s): reload the broker (SIGHUP) to apply" % (conf, conf.parent / "acl",
                                                                               conf.parent / "crl.pem"))
+    account = mosquitto_conf.broker_account()
+    blocked = account and mosquitto_conf.unreachable(conf.parent, account)
+    if blocked:
+        print("note: mosquitto started as root runs as user %s, which cannot enter %s: start it as root with "
+              "`user root` added, or put --out where that user can reach" % (mosquitto_conf.BROKER_USER, blocked),
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -91,7 +99,8 @@ def register(subparsers):
     q.add_argument("--out", required=True, help="folder to write into")
     q.add_argument("--port", type=int, default=8883)
     q.add_argument("--bind", help="address to listen on (default: all)")
-    q.add_argument("--host", action="append", help="host name or address in the server certificate (repeatable)")
+    q.add_argument("--host", action="append", help="host name or address in the server certificate (repeatable; default: the "
+                   "fleet's broker host and localhost)")
     q.add_argument("--no-persistence", action="store_true", help="do not keep retained messages on disk")
     fleet.add_argument(q)
     q.set_defaults(func=cmd_broker_config)
