@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
-from tools import signing
+from tools import imagecheck, signing
 from tools.cli import EXIT_REFUSED, CliError
 from tools.cmd_keys import private_key, public_key
 
@@ -27,12 +27,14 @@ def manifest(args):
     if not (args.key_id or args.pub):
         raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
     key_id = public_key(args.pub) if args.pub else args.key_id
+    payload = _read(args.firmware)
     try:
+        imagecheck.check_app_image(payload, args.slot_size, args.firmware)
         tbs = signing.build_manifest(
-            _read(args.firmware), board=args.board, version=args.version, counter=args.counter,
+            payload, board=args.board, version=args.version, counter=args.counter,
             chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry,
         )
-    except (signing.FormatError, ValueError) as exc:
+    except (signing.FormatError, ValueError) as exc:  # imagecheck.ImageError included
         raise CliError(str(exc))
     Path(args.out).write_bytes(tbs)
     print("wrote %s (%d bytes to sign)" % (args.out, len(tbs)))
@@ -86,6 +88,9 @@ def register(subparsers):
                    help="security counter: devices refuse a lower one than they have; raise it to retire old releases")
     p.add_argument("--chunk-size", type=int, default=4096, help="transfer chunk size in bytes (256..65536, default 4096)")
     p.add_argument("--expiry", type=int, help="Unix time after which devices with a clock refuse it")
+    p.add_argument("--slot-size", type=lambda text: int(text, 0), default=imagecheck.default_slot_size(),
+                   help="the board's app slot size in bytes: larger images are refused here, not after the "
+                   "upload (default: 0x%x, MicroPython's ESP32 OTA table)" % imagecheck.default_slot_size())
     p.add_argument("--pub", help="public key (PEM) of the key that will sign")
     p.add_argument("--key-id", help="or its key id (16 hex characters, printed by keygen)")
     p.add_argument("-o", "--out", required=True, help="file for the to-be-signed bytes")
