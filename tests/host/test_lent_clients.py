@@ -1,0 +1,60 @@
+"""An application's own MQTT client lent to the OTA service (`ota.service.start(client=...)`):
+umqtt.simple, as published on the package index, carries the application's messages and a whole
+update (download, reboot, trial, confirmation) over one connection; umqtt.robust is refused, with
+the reason."""
+import shutil
+
+import pytest
+
+import mpunix
+from e2e_env import Fleet
+from mpunix import ROOT
+
+DEVICE_LIBS = ROOT / "build" / "devicelibs"
+
+
+@pytest.fixture(scope="module")
+def device_libs():
+    if not (DEVICE_LIBS / "umqtt" / "simple.py").exists():
+        pytest.fail("umqtt.simple is missing from %s: run `make setup`" % DEVICE_LIBS, pytrace=False)
+    return DEVICE_LIBS
+
+
+def test_umqtt_simple_lent_to_the_service_updates_and_serves_the_app(tmp_path, mosquitto, sim_device, device_libs):
+    fleet = Fleet(tmp_path, mosquitto(), sim_device)  # umqtt.simple 1.3.4 speaks plain TCP only
+    board = fleet.board("lent-1", app="lent_umqtt.py")
+    shutil.copytree(device_libs / "umqtt", board.fs / "lib" / "umqtt")
+    board.start()
+    board.wait_for("^APP connected")
+    fleet.wait_state(lambda s: (s.get("lent-1") or {}).get("online") is True)
+    with fleet.connection() as conn:
+        conn.client.subscribe("app/reply", 1)
+        conn.wait([conn.publish("app/cmd", b"ping", retain=False)])
+        reply = conn.messages.get(timeout=10)
+    assert (reply.topic, reply.payload) == ("app/reply", b"ping")  # the application's traffic
+    board.wait_for("^APP message app/cmd ping")
+    blob, image = fleet.signer.release("2.0.0", {"fw": "def start():\n    pass\n\ndef healthy():\n    return True\n"},
+                                       counter=2, size=64 * 1024)
+    assert fleet.publish(blob, image).returncode == 0
+    states = fleet.wait_state(lambda s: (s.get("lent-1") or {}).get("version") == "2.0.0"
+                              and s["lent-1"].get("state") == "idle", timeout=180)
+    assert states["lent-1"]["slot"] == "ota_1" and states["lent-1"]["reason"] is None
+    assert board.read_partition("ota_1")[:len(image)] == image
+    assert board.console.count("APP connected") >= 2  # subscribed again after the reboot
+    connects = [line for line in fleet.broker.log_text().splitlines() if "New client connected" in line and " as lent-1 " in line]
+    assert len(connects) >= 2, connects  # one connection per boot, shared with the application
+
+
+ROBUST = """
+from umqtt.robust import MQTTClient
+from ota.adapter import Lent, UnsupportedClient
+try:
+    Lent(MQTTClient("dev", "127.0.0.1"))
+except UnsupportedClient as exc:
+    print("REFUSED", exc.reason, exc.detail)
+"""
+
+
+def test_umqtt_robust_is_refused_with_the_reason(device_libs):
+    out = mpunix.run(ROBUST, path=(ROOT / "lib", device_libs)).stdout
+    assert out.startswith("REFUSED unsupported_client ") and "persistent session" in out and "umqtt.simple" in out
