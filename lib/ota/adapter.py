@@ -40,9 +40,8 @@ import time
 from micropython import const
 
 from ota.errors import OTAError
+from ota.netopt import nodelay
 
-_IPPROTO_TCP = const(6)  # the values lwIP and Linux use; not every port's socket module names them
-_TCP_NODELAY = const(1)
 _IDLE_MS = const(2)  # between looks at a lent client's socket while waiting
 
 
@@ -85,11 +84,8 @@ class Adapter:
         return on_message
 
 
-def _nodelay(sock):
-    try:
-        sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
-    except (OSError, AttributeError, TypeError):
-        pass  # a TLS socket object: the raw socket was set before wrapping (see _NoDelay)
+def _ignore(topic, msg):
+    return False
 
 
 class _NoDelay:
@@ -99,7 +95,7 @@ class _NoDelay:
         self.ctx = ctx
 
     def wrap_socket(self, sock, *args, **kw):
-        _nodelay(sock)
+        nodelay(sock)
         return self.ctx.wrap_socket(sock, *args, **kw)
 
 
@@ -115,7 +111,7 @@ class Lent:
         self.client = client
         self.on_message = on_message
         self.on_connect = on_connect
-        self.transport_cb = None
+        self.transport_cb = _ignore
         self.handled = 0
         self.pinged = time.ticks_ms()
         buf = getattr(client, "buf", None)
@@ -144,7 +140,7 @@ class Lent:
             raise
         except Exception as exc:  # umqtt's MQTTException: the broker refused the CONNECT
             raise OTAError("refused", repr(exc))
-        _nodelay(self.client.sock)
+        nodelay(self.client.sock)
         self.pinged = time.ticks_ms()
         if self.on_connect:
             self.on_connect(self.client)

@@ -58,3 +58,21 @@ except UnsupportedClient as exc:
 def test_umqtt_robust_is_refused_with_the_reason(device_libs):
     out = mpunix.run(ROBUST, path=(ROOT / "lib", device_libs)).stdout
     assert out.startswith("REFUSED unsupported_client ") and "persistent session" in out and "umqtt.simple" in out
+
+
+def test_asyncio_service_updates_beside_the_application(tmp_path, mosquitto, sim_device):
+    """`await ota.aservice.run(...)` on a simulated board, whose asyncio is the unix build's frozen
+    one: download, reboot, trial and confirmation while the application's task keeps running."""
+    fleet = Fleet(tmp_path, mosquitto(tls=True), sim_device)
+    board = fleet.board("async-1", app="async_app.py")
+    board.start()
+    board.wait_for("^ASYNC application running")
+    fleet.wait_state(lambda s: (s.get("async-1") or {}).get("online") is True)
+    blob, image = fleet.signer.release("2.0.0", {"fw": "def start():\n    pass\n\ndef healthy():\n    return True\n"},
+                                       counter=2, size=64 * 1024)
+    assert fleet.publish(blob, image).returncode == 0
+    states = fleet.wait_state(lambda s: (s.get("async-1") or {}).get("version") == "2.0.0"
+                              and s["async-1"].get("state") == "idle", timeout=180)
+    assert states["async-1"]["slot"] == "ota_1" and states["async-1"]["reason"] is None
+    assert board.console.count("ASYNC application running") >= 2  # before the update and after the reboot
+    assert [b["version"] for b in board.boot_log()][:2] == ["1.0.0", "2.0.0"]
