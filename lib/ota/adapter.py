@@ -11,6 +11,7 @@ messages and each new connection, to subscribe again:
         updates.poll()             # client.check_msg() happens here; OTA topics are kept
         client.publish(b"app/temp", reading())   # the application uses the same client
 
+An asyncio application lends it the same way: `await ota.aservice.run(client=client, ...)`.
 `Lent` sets TCP_NODELAY on the client's socket: umqtt.simple writes each packet in pieces,
 and with Nagle's algorithm each chunk request then waits for the broker's delayed ACK.
 
