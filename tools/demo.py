@@ -143,8 +143,7 @@ class Demo:
             self.say("  %s %-9s %s" % (time.strftime("%H:%M:%S"), device, kind))
 
     def show_steps(self):
-        self.say("steps of each board (offline > online: it reset; events sent just before a reset are lost "
-                 "with it):")
+        self.say("steps of each board (offline > online: its link dropped and came back, here its reset):")
         for device in sorted(self.steps):
             self.say("  %-9s %s" % (device, " > ".join(self.steps[device])))
         self.steps = {}
