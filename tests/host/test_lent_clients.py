@@ -76,3 +76,38 @@ def test_asyncio_service_updates_beside_the_application(tmp_path, mosquitto, sim
     assert states["async-1"]["slot"] == "ota_1" and states["async-1"]["reason"] is None
     assert board.console.count("ASYNC application running") >= 2  # before the update and after the reboot
     assert [b["version"] for b in board.boot_log()][:2] == ["1.0.0", "2.0.0"]
+
+
+LENT_TLS = """
+import tls
+from ota.adapter import Lent, _NoDelay
+from ota.mqtt import MQTTClient
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = tls.CERT_REQUIRED
+ctx.load_verify_locations(open(%(ca)r, "rb").read())
+client = MQTTClient("lent-tls", "127.0.0.1", %(port)d, ssl=ctx, server_hostname="localhost", timeout=5)
+got = []
+link = Lent(client, on_message=lambda t, m, *r: got.append((t, bytes(m))),
+            on_connect=lambda c: c.subscribe(b"app/in", 1))
+link.set_callback(lambda topic, msg: topic.startswith(b"ota/"))  # the transport keeps OTA topics
+print("wrapped", isinstance(client.ssl, _NoDelay))
+link.connect()
+link.publish(b"ota/x", b"for the transport", True, 1)
+link.subscribe(b"ota/x", 1)  # its retained message comes back while subscribe() waits for SUBACK
+link.publish(b"app/in", b"for the app", False, 1)
+while link.wait_msg(300) is not None:
+    pass
+print("handled", link.handled)
+print(got)
+link.disconnect()
+"""
+
+
+def test_a_lent_tls_client_connects_through_the_nodelay_wrapper(mosquitto, tmp_path):
+    """The service's wrapper around the client's SSL context sets TCP_NODELAY on the raw socket
+    and still completes a verified TLS handshake; the application's messages reach it, OTA
+    topics do not."""
+    mq = mosquitto(tls=True)
+    (tmp_path / "ca.der").write_bytes(mq.pki.ca_der)
+    out = mpunix.run(LENT_TLS % {"ca": str(tmp_path / "ca.der"), "port": mq.port}, path=(ROOT / "lib",)).stdout
+    assert out.splitlines() == ["wrapped True", "handled 2", "[(b'app/in', b'for the app')]"], out
