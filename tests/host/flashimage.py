@@ -1,7 +1,6 @@
 """Full ESP32 flash images for the provisioning checks, laid out as MicroPython's OTA build writes
 ESP32_GENERIC-OTA.bin (written at 0x1000): bootloader, partition table at 0x8000, app at 0x10000."""
 import hashlib
-import struct
 
 from tools import fwimage, imagecheck
 
