@@ -15,6 +15,7 @@ $(STAMP): requirements-dev.txt pyproject.toml
 
 setup: $(STAMP)
 	tools/ensure-mosquitto.sh
+	$(BIN)/python tests/devicelibs/fetch.py build/devicelibs
 
 test: setup
 	$(BIN)/pytest -q tests/host tests/device --virtual --allow-reboot

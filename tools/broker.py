@@ -78,6 +78,11 @@ def from_args(args):
     except ValueError:
         raise CliError("--broker: bad port in %r" % args.broker) from None
     _name(args.root, "root")
+    for option, path in (("--cafile", args.cafile), ("--cert", args.cert), ("--key", args.key)):
+        if path and not os.access(path, os.R_OK):
+            raise CliError("%s %s: %s" % (option, path, "cannot be read" if os.path.exists(path) else
+                                          "no such file (a fleet's CA, certificates and keys come from "
+                                          "`mpota fleet init` and `mpota fleet add`)"))
     password = args.password if args.password is not None else os.environ.get("MPOTA_PASSWORD")
     return Connection(host, port, cafile=args.cafile, certfile=args.cert, keyfile=args.key,
                       username=args.username, password=password)
@@ -94,8 +99,12 @@ class Connection:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "mpota-" + uuid.uuid4().hex[:12],
                                   protocol=mqtt.MQTTv311, clean_session=True, reconnect_on_failure=False)
         if cafile:
-            self.client.tls_set(ca_certs=cafile, certfile=certfile, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED,
-                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            try:
+                self.client.tls_set(ca_certs=cafile, certfile=certfile, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED,
+                                    tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except ssl.SSLError as exc:
+                raise CliError("the TLS files do not load (%s): --cafile must be a PEM CA certificate, --cert "
+                               "and --key a PEM certificate and its unencrypted key" % exc.reason) from None
         if username is not None:
             self.client.username_pw_set(username, password)
         self.messages = queue.Queue()
@@ -118,7 +127,8 @@ class Connection:
         self.client.loop_start()
         if not self._connected.wait(self.timeout):
             self.close()
-            raise CliError("the broker at %s:%d did not answer" % (self.host, self.port))
+            raise CliError("the broker at %s:%d did not answer: if it requires client certificates, pass "
+                           "--cert and --key (from `mpota fleet init`/`fleet add`)" % (self.host, self.port))
         if self._rc is None or self._rc.is_failure:
             self.close()
             raise CliError("the broker refused the connection (%s): check --username/--password or the certificate" % self._rc)

@@ -7,6 +7,7 @@ refused" (a signature that does not verify, a rollout that halted).
 """
 import argparse
 import importlib
+import importlib.metadata
 import pkgutil
 import sys
 
@@ -15,6 +16,7 @@ import tools
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+DISTRIBUTION = "micropython-ota-tools"
 
 
 class CliError(Exception):
@@ -30,12 +32,21 @@ def read_file(path):
         raise CliError("cannot read %s: %s" % (path, exc.strerror)) from None
 
 
+def version():
+    """The installed distribution's version; a source checkout that was never installed says so."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: pip install -e .)"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="mpota",
         description="Secure over-the-air updates for MicroPython devices: make keys, sign and "
         "publish releases, roll them out and watch the fleet.",
     )
+    parser.add_argument("--version", action="version", version="mpota %s" % version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(tools.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
@@ -53,6 +64,11 @@ def main(argv=None):
         return args.func(args) or EXIT_OK
     except CliError as exc:
         print("error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a bug, keep the traceback
+            raise
+        print("error: %s: %s" % (exc.filename, exc.strerror), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

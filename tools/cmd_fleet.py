@@ -1,13 +1,17 @@
 """`mpota fleet init|add|revoke|list|broker-config`: the fleet's identities and its broker's
 access rules (tools/fleet.py, tools/mosquitto_conf.py)."""
 import json
+import sys
 
 from tools import broker, fleet, mosquitto_conf
 from tools.audit import AuditLog
-from tools.cli import EXIT_OK
+from tools.cli import EXIT_OK, CliError
 
 
 def cmd_init(args):
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise CliError("--broker %r: HOST:PORT, as devices and the tools will reach the broker" % args.broker)
     f = fleet.Fleet.init(args.fleet_dir, args.name, root=args.root, broker_address=args.broker, trust=args.trust)
     print("fleet %s in %s: CA %s, operator certificate %s" % (f.name, f.dir, f.dir / "pki" / "ca.crt",
                                                               f.dir / "pki" / (fleet.OPERATOR + ".crt")))
@@ -47,10 +51,18 @@ def cmd_list(args):
 
 def cmd_broker_config(args):
     f = fleet.from_args(args)
-    conf = mosquitto_conf.write(f, args.out, port=args.port, bind=args.bind, hosts=args.host or ["localhost"],
+    host, _, port = f.data["broker"].rpartition(":")
+    hosts = args.host or sorted({host, "localhost"})
+    conf = mosquitto_conf.write(f, args.out, port=args.port or int(port), bind=args.bind, hosts=hosts,
                                 persistence=not args.no_persistence)
     print("wrote %s (ACL %s, CRL %s): reload the broker (SIGHUP) to apply" % (conf, conf.parent / "acl",
                                                                               conf.parent / "crl.pem"))
+    account = mosquitto_conf.broker_account()
+    blocked = account and mosquitto_conf.unreachable(conf.parent, account)
+    if blocked:
+        print("note: mosquitto started as root runs as user %s, which cannot enter %s: start it as root with "
+              "`user root` added, or put --out where that user can reach" % (mosquitto_conf.BROKER_USER, blocked),
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -89,9 +101,10 @@ def register(subparsers):
                        description="Write a mosquitto configuration for this fleet: a TLS listener that "
                        "requires client certificates, the CRL of revoked devices and the ACL.")
     q.add_argument("--out", required=True, help="folder to write into")
-    q.add_argument("--port", type=int, default=8883)
+    q.add_argument("--port", type=int, help="port to listen on (default: the port of the fleet's broker address)")
     q.add_argument("--bind", help="address to listen on (default: all)")
-    q.add_argument("--host", action="append", help="host name or address in the server certificate (repeatable)")
+    q.add_argument("--host", action="append", help="host name or address in the server certificate (repeatable; default: the "
+                   "fleet's broker host and localhost)")
     q.add_argument("--no-persistence", action="store_true", help="do not keep retained messages on disk")
     fleet.add_argument(q)
     q.set_defaults(func=cmd_broker_config)

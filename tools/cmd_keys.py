@@ -2,6 +2,7 @@
 `mpota key revoke`: change what every device trusts, over the air, with a signed trust update."""
 import getpass
 import os
+import sys
 from pathlib import Path
 
 from tools import signing
@@ -14,6 +15,9 @@ def read_password(confirm=False):
     """The private key's password: from $MPOTA_KEY_PASSWORD, else asked on the terminal."""
     password = os.environ.get(PASSWORD_ENV)
     if password is None:
+        if not sys.stdin.isatty():  # getpass would read a script's stdin, or fail with EOFError
+            raise CliError("no terminal to ask the key password on: set $%s (or use --no-password "
+                           "for an unencrypted key)" % PASSWORD_ENV)
         password = getpass.getpass("key password: ")
         if confirm and getpass.getpass("again: ") != password:
             raise CliError("the passwords differ")
@@ -29,11 +33,43 @@ def _roles(text):
         raise CliError(str(exc)) from None
 
 
+def private_key(path, no_password):
+    """The P-256 signing key in `path`, or a CliError that names the file and what to do."""
+    data = read_file(path)
+    if b"PRIVATE KEY" not in data:
+        raise CliError("%s is not a private key (a public key or a certificate?): pass the key file "
+                       "`mpota keygen --out` wrote" % path)
+    encrypted = b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data
+    if encrypted and no_password:
+        raise CliError("%s is encrypted: drop --no-password and give its password in $%s" % (path, PASSWORD_ENV))
+    try:
+        return signing.load_private_key(path, read_password() if encrypted else None)
+    except signing.FormatError as exc:
+        raise CliError("%s; release keys are P-256 (make one with `mpota keygen`)" % exc) from None
+    except (ValueError, TypeError):
+        if encrypted:
+            raise CliError("wrong password for %s (from $%s or the terminal)" % (path, PASSWORD_ENV)) from None
+        raise CliError("%s is not a PEM private key that can be read" % path) from None
+
+
+def public_key(path):
+    """The P-256 public key in `path` (PEM key or certificate), or a CliError naming the file."""
+    read_file(path)
+    try:
+        return signing.load_public_key(path)
+    except signing.FormatError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError:
+        raise CliError("%s is not a PEM public key or certificate: pass the .pub.pem file `mpota keygen` "
+                       "wrote" % path) from None
+
+
 def keygen(args):
     key_path = Path(args.out)
     if key_path.exists():
         raise CliError("%s exists; not overwriting a private key" % key_path)
     role = _roles(args.role)
+    also = [public_key(p) for p in args.also_trust]
     key = signing.generate_key()
     password = None if args.no_password else read_password(confirm=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -46,7 +82,7 @@ def keygen(args):
     if role == signing.ROLE_TIMESTAMP:
         print("add it to the devices with `mpota key rotate --add %s --roles timestamp`" % pub_path)
         return
-    trusted = [key.public_key()] + [signing.load_public_key(p) for p in args.also_trust]
+    trusted = [key.public_key()] + also
     size = signing.write_trust_file(trusted, args.trust, args.teeth,
                                     roles=[role] + [signing.ROLE_RELEASE | signing.ROLE_TRUST] * len(args.also_trust))
     print("trust file   %s  %d bytes, %d key(s): copy it to the device as %s" % (args.trust, size, len(trusted), signing.TRUST_PATH))
@@ -55,7 +91,7 @@ def keygen(args):
 def _trust_update(args, add=(), remove=()):
     """Write the next trust file and its signed trust-update manifest; returns (serial, blob path)."""
     current = read_file(args.trust)
-    signer = signing.load_private_key(args.sign_key, None if args.no_password else read_password())
+    signer = private_key(args.sign_key, args.no_password)
     signer_id = signing.public_key_id(signer.public_key()).hex()
     try:
         _, _, keys = signing.parse_trust_file(current)

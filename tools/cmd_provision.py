@@ -105,7 +105,8 @@ def cmd_mpy(args):
         sizes = [f.stat().st_size for f in files]
         for f, size in zip(files, sizes):
             print("%8d  %s" % (size, f))
-        print("%8d  total, %d files for %s" % (sum(sizes), len(files), arch))
+        print("%8d  total, %d files for %s; mip package %s" % (sum(sizes), len(files), arch,
+                                                           mpy.mip_package(Path(args.out) / arch, files)))
     return 0
 
 
@@ -153,7 +154,8 @@ def register(subparsers):
 
     m = subparsers.add_parser(
         "mpy", help="compile lib/ota to .mpy for board architectures",
-        description="Compile lib/ota/*.py with mpy-cross into OUT/ARCH/ota/*.mpy and print the sizes.")
+        description="Compile lib/ota/*.py with mpy-cross into OUT/ARCH/ota/*.mpy, print the sizes, and "
+        "write OUT/ARCH/package.json: a mip package of those .mpy files.")
     m.add_argument("--arch", action="append", choices=sorted(mpy.ARCH_CODES),
                    help="architecture; repeatable (default: xtensawin and armv6m)")
     m.add_argument("--out", default="build/mpy", help="output folder (default: build/mpy)")

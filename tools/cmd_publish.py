@@ -4,10 +4,10 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 from tools import broker, signing, timestamp
 from tools.audit import AuditLog
+from tools.livetable import LiveTable
 from tools.fleet import OPERATOR
 from tools.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
 
@@ -62,22 +62,23 @@ def _audit(args, action, **entry):
         AuditLog(folder).record(OPERATOR, action, **entry)
 
 
+def upload(conn, blob, image, targets, root=broker.DEFAULT_ROOT, quiet=False, stamp=None):
+    """`publish_release` with a progress bar on stderr (none when `quiet`)."""
+    fields = release_fields(blob, image)
+    if quiet:
+        return publish_release(conn, blob, image, targets, root, stamp=stamp)
+    from tqdm import tqdm
+
+    with tqdm(total=signing.message_count(fields), unit="chunk", desc="upload %s" % fields["id"], file=sys.stderr) as bar:
+        return publish_release(conn, blob, image, targets, root, bar.update, stamp)
+
+
 def cmd_publish(args):
     blob, image = read_file(args.manifest), read_file(args.image)
     targets = _targets(args)
     fields = release_fields(blob, image)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=signing.message_count(fields), unit="chunk", desc="release %s" % fields["id"], file=sys.stderr)
-    try:
-        with broker.from_args(args) as conn:
-            rid = publish_release(conn, blob, image, targets, args.root, bar.update if bar else None,
-                                  timestamp.from_args(args))
-    finally:
-        if bar:
-            bar.close()
+    with broker.from_args(args) as conn:
+        rid = upload(conn, blob, image, targets, args.root, args.quiet, timestamp.from_args(args))
     print("published release %s (version %s, %d chunks of %d bytes)%s" % (
         rid, fields["version"], fields["chunk_count"], fields["chunk_size"],
         "" if not targets else " to " + ", ".join(targets)))
@@ -218,11 +219,15 @@ def cmd_status(args):
             print(json.dumps(devices, indent=1, sort_keys=True) if args.json else format_table(devices))
             return EXIT_OK
         conn.client.subscribe([(f, 1) for f in filters])
-        print(format_table(devices), flush=True)
-        while True:  # live: reprint the table on every change, until Ctrl-C
+        table = LiveTable(sys.stdout, format_table, lambda row: format_table({row["device"]: row}).splitlines()[1])
+        table.show(devices)
+        while True:  # live, until Ctrl-C
             msg = conn.messages.get()
+            before = {d: dict(row) for d, row in devices.items()}
             fleet_status([(msg.topic, msg.payload)], args.root, devices)
-            print("\n" + time.strftime("%H:%M:%S") + "\n" + format_table(devices), flush=True)
+            changed = [d for d in devices if devices[d] != before.get(d)]
+            if changed:
+                table.show(devices, changed)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -268,7 +273,8 @@ def register(subparsers):
 
     p = subparsers.add_parser(
         "status", help="table of devices from their retained status",
-        description="Show every device's last reported state; keeps updating until Ctrl-C.")
+        description="Show every device's last reported state, then keep it up to date until Ctrl-C: on a "
+        "terminal one table redrawn in place, piped a line per change. --json or --once for scripts.")
     p.add_argument("--once", action="store_true", help="print the table once and exit")
     p.add_argument("--json", action="store_true", help="print JSON once and exit")
     p.add_argument("--wait", type=float, default=1.0, help="seconds of quiet that end the first read (default 1)")

@@ -6,13 +6,14 @@ signature; `verify` before publishing.
 """
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
-from tools import signing
+from tools import imagecheck, signing
 from tools.cli import EXIT_REFUSED, CliError
-from tools.cmd_keys import read_password
+from tools.cmd_keys import private_key, public_key
 
 
 def _read(path):
@@ -25,22 +26,29 @@ def _read(path):
 def manifest(args):
     if not (args.key_id or args.pub):
         raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
-    key_id = signing.load_public_key(args.pub) if args.pub else args.key_id
+    key_id = public_key(args.pub) if args.pub else args.key_id
+    payload = _read(args.firmware)
     try:
+        if args.target == "firmware":
+            imagecheck.check_app_image(payload, args.slot_size, args.firmware)
         tbs = signing.build_manifest(
-            _read(args.firmware), board=args.board, version=args.version, counter=args.counter,
+            payload, board=args.board, version=args.version, counter=args.counter,
             chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry, target=args.target,
             encoding=args.encoding, window_bits=args.window_bits,
         )
-    except (signing.FormatError, ValueError) as exc:
+    except (signing.FormatError, ValueError) as exc:  # imagecheck.ImageError included
         raise CliError(str(exc))
     Path(args.out).write_bytes(tbs)
     print("wrote %s (%d bytes to sign)" % (args.out, len(tbs)))
 
 
 def sign(args):
-    key = signing.load_private_key(args.key, None if args.no_password else read_password())
-    blob = signing.sign(_read(args.tbs), key)
+    tbs = _read(args.tbs)
+    try:
+        signing.parse_tbs(tbs)
+    except signing.FormatError as exc:
+        raise CliError("%s is not a manifest from `mpota manifest`: %s" % (args.tbs, exc)) from None
+    blob = signing.sign(tbs, private_key(args.key, args.no_password))
     Path(args.out).write_bytes(blob)
     print("wrote %s (%d bytes), release id %s" % (args.out, len(blob), signing.manifest_id(blob)))
 
@@ -55,15 +63,16 @@ def attach(args):
 
 
 def verify(args):
-    blob = _read(args.blob)
+    blob, key = _read(args.blob), public_key(args.pub)
     try:
-        fields = signing.verify(blob, signing.load_public_key(args.pub))
+        fields = signing.verify(blob, key)
         if args.firmware:
             payload = _read(args.firmware)
             if len(payload) != fields["size"] or hashlib.sha256(payload).digest() != fields["digest"]:
                 raise signing.FormatError("%s does not match the manifest's size and digest" % args.firmware)
     except (signing.FormatError, InvalidSignature) as exc:
-        print("REFUSED: %s" % (exc or "the signature does not verify"))
+        print("REFUSED: %s" % (str(exc) or "the signature does not match the manifest and this key"),
+              file=sys.stderr)
         return EXIT_REFUSED
     fields = {k: v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
     print(json.dumps(fields, indent=2, sort_keys=True))
@@ -90,6 +99,9 @@ def register(subparsers):
     p.add_argument("--encoding", choices=["raw", "deflate"], default="raw",
                    help="how chunks travel: raw (default) or deflate (each chunk compressed on its own)")
     p.add_argument("--window-bits", type=int, default=15, help="deflate window, 9..15 (device RAM: 2^bits bytes)")
+    p.add_argument("--slot-size", type=lambda text: int(text, 0), default=imagecheck.default_slot_size(),
+                   help="the board's app slot size in bytes: larger images are refused here, not after the "
+                   "upload (default: 0x%x, MicroPython's ESP32 OTA table)" % imagecheck.default_slot_size())
     p.add_argument("--pub", help="public key (PEM) of the key that will sign")
     p.add_argument("--key-id", help="or its key id (16 hex characters, printed by keygen)")
     p.add_argument("-o", "--out", required=True, help="file for the to-be-signed bytes")

@@ -1,11 +1,12 @@
 """`mpota rollout start|status|pause|resume|abort|run`: staged rollouts (tools/rollout.py)."""
 import json
+import sys
 import time
 
 from tools import fleet, rollout
 from tools.audit import AuditLog
 from tools.cli import EXIT_OK, EXIT_REFUSED, read_file
-from tools.cmd_publish import publish_release, release_fields
+from tools.cmd_publish import release_fields, upload
 
 
 def _list(values):
@@ -27,7 +28,7 @@ def cmd_start(args):
     store = rollout.Store(f)
     audit = AuditLog(f.dir)
     with f.connection(args.broker) as conn:  # chunks and release manifest only: the waves target
-        publish_release(conn, blob, image, [], f.root)
+        upload(conn, blob, image, [], f.root, args.quiet)
     audit.record(fleet.OPERATOR, "publish", release=fields["id"], rollout=rid, outcome="uploaded",
                  reason=None)
     store.create(plan, blob)
@@ -64,15 +65,26 @@ def cmd_run(args):
     f = fleet.from_args(args)
     until = time.monotonic() + args.max_time if args.max_time else None
     seen = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="device", desc="confirmed", file=sys.stderr, disable=args.quiet)
 
     def show(plan):
+        """A line per change of status or wave; the bar counts devices that finished."""
+        counts = rollout.Engine(plan).counts()
+        bar.total = len(plan["targets"])
+        bar.n = sum(counts.get(s, 0) for s in ("succeeded",) + rollout.FAILURES)
+        bar.set_postfix_str(", ".join("%s %d" % kv for kv in sorted(counts.items())), refresh=True)
         line = "%s wave %d/%d" % (plan["status"], plan["wave"] + 1, len(plan["waves"]))
         if not seen or seen[-1] != line:
             seen.append(line)
-            print(time.strftime("%H:%M:%S"), line, flush=True)
+            tqdm.write("%s %s" % (time.strftime("%H:%M:%S"), line), file=sys.stdout)
 
-    with f.connection(args.broker) as conn:
-        plan = rollout.Runner(f, args.rollout, conn).run(until, show)
+    try:
+        with f.connection(args.broker) as conn:
+            plan = rollout.Runner(f, args.rollout, conn).run(until, show)
+    finally:
+        bar.close()
     print("\n".join(rollout.summary(plan)))
     return EXIT_OK if plan["status"] in ("succeeded", "running", "paused") else EXIT_REFUSED
 
@@ -102,12 +114,14 @@ def register(subparsers):
                    "--abort-percent applies (default 1)")
     q.add_argument("--failure-types", help="what counts as failed: rolled_back,rejected,timed_out (default all)")
     q.add_argument("--broker", metavar="HOST:PORT", help="override the fleet's broker address")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     fleet.add_argument(q)
     q.set_defaults(func=cmd_start)
 
     q = sub.add_parser("run", help="carry out a rollout until it succeeds or halts (safe to restart)")
     q.add_argument("rollout")
     q.add_argument("--max-time", type=float, help="stop after this many seconds (the rollout goes on at the next run)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--broker", metavar="HOST:PORT", help="override the fleet's broker address")
     fleet.add_argument(q)
     q.set_defaults(func=cmd_run)

@@ -6,6 +6,7 @@ installs and confirms, then a bad one whose health check fails, which every boar
 rolls back by itself. A live table shows each board's version, slot, state, progress and reason;
 a summary ends it. Every process it started is stopped, whatever happens.
 """
+import json
 import os
 import queue
 import shutil
@@ -26,7 +27,7 @@ FLEET = "demo"
 BOARD = "esp32-generic"
 IMAGE_SIZE = 256 * 1024
 HEAPSIZE = "240K"  # the 64-bit unix port plus the simulator's own modules (docs/SIMULATOR.md)
-STATUS_FILTERS = ["ota/status/+/state", "ota/status/+/online"]
+STATUS_FILTERS = ["ota/status/+/state", "ota/status/+/online", "ota/status/+/event"]
 
 
 class Demo:
@@ -38,6 +39,7 @@ class Demo:
         self.broker = None
         self.boards = []  # (device id, Popen)
         self.states = {}
+        self.steps = {}  # device -> the event kinds it reported in this part of the story
         self.shown = None
         self.last_shown = 0.0
 
@@ -97,14 +99,14 @@ class Demo:
         self.say("\n== %s" % what)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            try:
-                msg = conn.messages.get(timeout=0.2)
-                fleet_status([(msg.topic, msg.payload)], devices=self.states)
-            except queue.Empty:
-                pass
+            self.read(conn, 0.2)
             self.show()
             if done(self.states):
                 self.show(force=True)
+                settle = time.monotonic() + 1.0  # the last events trail the retained state
+                while time.monotonic() < settle:
+                    self.read(conn, 0.1)
+                self.show_steps()
                 return True
             dead = [d for d, p in self.boards if p.poll() is not None]
             if dead:
@@ -113,6 +115,38 @@ class Demo:
         self.show(force=True)
         self.say("timed out after %ds" % timeout)
         return False
+
+    def read(self, conn, timeout):
+        """Fold one status message, if one comes within `timeout`, into the table and the steps."""
+        try:
+            msg = conn.messages.get(timeout=timeout)
+        except queue.Empty:
+            return
+        device, leaf = msg.topic.split("/")[2:4]
+        if leaf == "event":
+            try:
+                self.step(device, json.loads(msg.payload).get("kind"))
+            except (ValueError, AttributeError):
+                pass
+            return
+        was = self.states.get(device, {}).get("online")
+        fleet_status([(msg.topic, msg.payload)], devices=self.states)
+        now = self.states[device].get("online")
+        if leaf == "online" and was is not None and now != was:  # the broker's will: the link dropped
+            self.step(device, "online" if now else "offline")
+
+    def step(self, device, kind):
+        """Note one step a board took: its events, and its link going and coming back (a reset)."""
+        steps = self.steps.setdefault(device, [])
+        if kind and (not steps or steps[-1] != kind):
+            steps.append(kind)
+            self.say("  %s %-9s %s" % (time.strftime("%H:%M:%S"), device, kind))
+
+    def show_steps(self):
+        self.say("steps of each board (offline > online: its link dropped and came back, here its reset):")
+        for device in sorted(self.steps):
+            self.say("  %-9s %s" % (device, " > ".join(self.steps[device])))
+        self.steps = {}
 
     def show(self, force=False):
         table = format_table(self.states)

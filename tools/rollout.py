@@ -196,11 +196,16 @@ class Engine:
                 self._log("rollout", "timed_out", device=d, outcome="timed_out", reason="timed_out")
 
     def _wave_settled(self, online):
+        """Every member has finished or is offline (it catches up later); a canary wave also
+        needs a member that confirmed: canaries that were all offline prove nothing."""
+        members = [info for info in self.plan["devices"].values() if info["wave"] == self.plan["wave"]]
         for d, info in self.plan["devices"].items():
             if info["wave"] != self.plan["wave"]:
                 continue
             if info["status"] == "in_progress" or (info["status"] == "notified" and online.get(d)):
                 return False
+        if "devices" in self.plan["waves"][self.plan["wave"]]:
+            return any(info["status"] == "succeeded" for info in members)
         return True
 
     def _advance(self, now, online):
@@ -214,6 +219,8 @@ class Engine:
             if now - plan["wave_done"] < plan["soak_s"]:
                 return []
         if plan["wave"] + 1 >= len(plan["waves"]):
+            if not any(info["status"] == "succeeded" for info in plan["devices"].values()):
+                return []  # not a success until a device has confirmed the release
             plan["status"] = "succeeded"
             self._log("rollout", "complete", outcome="succeeded")
             return []
@@ -388,6 +395,10 @@ def summary(plan):
         text = ", ".join("%s %d" % (k, v) for k, v in sorted(counts.items())) if members else \
             ("not started" if i > plan["wave"] else "no devices")
         lines.append("%s wave %d %-8s %3d devices  %s" % (mark, i + 1, wave["name"], len(members), text))
+    current = [info["status"] for info in plan["devices"].values() if info["wave"] == plan["wave"]]
+    if plan["status"] == "running" and current and "succeeded" not in current and "in_progress" not in current:
+        lines.append("  waiting for a device of wave %d to confirm (offline devices catch up when they return)"
+                     % (plan["wave"] + 1))
     untouched = len(plan["targets"]) - len(plan["devices"])
     lines.append("  untouched: %d of %d targets" % (untouched, len(plan["targets"])))
     return lines

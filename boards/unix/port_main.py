@@ -11,7 +11,9 @@ import sys
 import sim_link
 
 _frozen = os.getenv("OTASIM_FROZEN")
-sys.path[:] = [os.getenv("OTASIM_MODULES"), "", _frozen, "lib"]
+# ".frozen": the modules frozen into the unix binary (asyncio among them), standing in for those
+# the ESP32 build freezes (its sys.path is ['', '.frozen', '/lib']).
+sys.path[:] = [os.getenv("OTASIM_MODULES"), "", ".frozen", _frozen, "lib"]
 _globals = {"__name__": "__main__"}
 
 

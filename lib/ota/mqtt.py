@@ -19,6 +19,7 @@ import time
 from micropython import const
 
 from ota.errors import OTAError
+from ota.netopt import nodelay
 
 try:
     import select
@@ -129,6 +130,7 @@ class MQTTClient:
             # Bounds the TCP connect and the TLS handshake; TLS sockets inherit it for reads.
             sock.settimeout(timeout or self.timeout)
             sock.connect(addr)
+            nodelay(sock)  # before TLS wraps it: small packets go out at once (ota.netopt)
             if self.ssl:
                 sock = self.ssl.wrap_socket(sock, server_hostname=self.server_hostname)
         except ValueError as e:  # mbedtls reports a certificate that fails verification so

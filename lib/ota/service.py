@@ -10,8 +10,8 @@ It wires the pieces: config → Wi-Fi (`ota.net`, unless the application manages
 trusted keys → `Updater` → MQTT client (TLS from the config) → `Transport`. On a trial boot it
 confirms the new image once the broker has been reached again (the next update must still be
 able to arrive) and every check passes; it feeds the trial watchdog on each poll. An
-application with its own MQTT client builds `Transport` itself with `ota.adapter` instead (see
-docs/PROTOCOL.md)."""
+application with its own MQTT client lends it: `start(client=c, on_message=..., on_connect=...)`
+(umqtt.simple and alike, see `ota.adapter`)."""
 from ota import config, net, policy, trial, trust
 from ota.freshness import Freshness
 from ota.errors import OTAError
@@ -51,16 +51,21 @@ def _client(cfg):
 
 
 class Service:
-    def __init__(self, cfg, checks=(), permission=None, client=None):
+    def __init__(self, cfg, checks=(), permission=None, client=None, on_message=None, on_connect=None):
         self.checks = checks
         self.link = net.start(cfg.get("wifi"))  # first: the radio connects while the rest loads
+        if client is None:
+            link = _client(cfg)
+        else:
+            from ota.adapter import Lent
+
+            link = Lent(client, on_message, on_connect)
         keys = trust.load()
         # The clock: a set real-time clock, or the time learnt from timestamp records.
         self.fresh = Freshness(keys, cfg["fleet"], cfg["group"], cfg["device_id"])
         self.updater = Updater(keys, cfg["board"], permission or _permission(cfg["install"]),
                                clock=self.fresh.now, tick=trial.feed, fresh=self.fresh)
-        self.transport = Transport(client or _client(cfg), self.updater, cfg["device_id"], cfg["fleet"],
-                                   cfg["group"], cfg["root"])
+        self.transport = Transport(link, self.updater, cfg["device_id"], cfg["fleet"], cfg["group"], cfg["root"])
 
     def _reachable(self):
         return self.transport.connected
@@ -83,6 +88,9 @@ class Service:
                 pass  # reported as an event; a failed download is fetched again
 
 
-def start(checks=(), permission=None, client=None):
-    """The service configured from ota_config.json (see `ota.config`)."""
-    return Service(config.load(), checks, permission, client)
+def start(checks=(), permission=None, client=None, on_message=None, on_connect=None):
+    """The service configured from ota_config.json (see `ota.config`). `client`: the
+    application's own umqtt.simple-style client, lent (`ota.adapter.Lent`); the service then
+    connects it, `on_message(topic, msg)` gets the application's messages and
+    `on_connect(client)` runs after every connection, to subscribe again."""
+    return Service(config.load(), checks, permission, client, on_message, on_connect)

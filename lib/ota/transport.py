@@ -120,6 +120,12 @@ class Transport:
         if len(self.pending) >= _MAX_PENDING:
             self.pending.pop(0)
         self.pending.append((kind, fields))
+        if kind in ("rebooting", "trial_failed") and self.connected:
+            # The reset follows at once and takes queued events with it: report them first.
+            try:
+                self._flush_status()
+            except (OSError, OTAError):
+                pass  # the link is gone: the next boot reports the outcome
 
     def _publish_state(self):
         state = dict(self.events.state())

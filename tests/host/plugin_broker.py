@@ -111,7 +111,7 @@ def tcp_proxy():
         p.close()
 
 
-DEVICE_MODULES = ("__init__", "errors", "events", "mqtt", "transport", "adapter")
+DEVICE_MODULES = ("__init__", "errors", "events", "netopt", "mqtt", "transport", "adapter")
 
 
 @pytest.fixture(scope="session")

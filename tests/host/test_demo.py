@@ -36,4 +36,11 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert "bad release 1.2.0 rolled back on 5/5 boards (reason health_check_failed)" in out
     assert out.rstrip().splitlines()[-1] == "DEMO PASSED"
     assert "downloading" in out and "health_check_failed" in out  # the live table was shown
+    steps = [line.split(None, 1) for line in out.splitlines() if line.startswith("  esp32-") and " > " in line]
+    good, bad = steps[:5], steps[5:]
+    assert len(bad) == 5, steps
+    assert all("downloading > verified > installing > rebooting > offline > online > trial > confirmed" in s
+               for _, s in good), steps
+    assert all("rebooting > offline > online > trial > trial_failed > offline > online" in s and s.endswith("rolled_back")
+               for _, s in bad), steps
     assert demo_processes() == []

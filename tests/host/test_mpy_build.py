@@ -1,5 +1,6 @@
 """`mpota mpy` and tools/mpy.py against the real mpy-cross, the unix port and mip: headers name the
 architecture, bytecode builds run, tracebacks name device paths, package.json matches lib/ota."""
+import contextlib
 import functools
 import http.server
 import json
@@ -94,22 +95,43 @@ def test_package_json_lists_exactly_lib_ota():
     assert package["version"] == version.split('"')[1]
 
 
-def test_mip_installs_the_package_from_package_json(tmp_path):
-    """The unix port's own mip, fetching from the repository over HTTP, as it would from GitHub."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ROOT))
+@contextlib.contextmanager
+def served(directory):
+    """An HTTP server on 127.0.0.1 for `directory`; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = "http://127.0.0.1:%d/package.json" % server.server_address[1]
-        proc = mpunix.run("import mip\nmip.install(%r, target=%r)\n" % (url, str(tmp_path / "lib")), path=(".frozen",),
-                          timeout=60)
+        yield "http://127.0.0.1:%d" % server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
-    assert "Done" in proc.stdout
+
+
+def mip_install(url, target):
+    proc = mpunix.run("import mip\nmip.install(%r, target=%r)\n" % (url, str(target)), path=(".frozen",), timeout=60)
+    assert "Done" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_mip_installs_the_package_from_package_json(tmp_path):
+    """The unix port's own mip, fetching from the repository over HTTP, as it would from GitHub."""
+    with served(ROOT) as base:
+        mip_install(base + "/package.json", tmp_path / "lib")
     installed = sorted(p.name for p in (tmp_path / "lib" / "ota").iterdir())
     assert installed == [p.name for p in SOURCES]
     for p in SOURCES:
+        assert (tmp_path / "lib" / "ota" / p.name).read_bytes() == p.read_bytes()
+
+
+def test_make_mpy_writes_a_mip_package_of_mpy_files(tmp_path, capsys):
+    assert cli.main(["mpy", "--arch", "xtensawin", "--out", str(tmp_path / "build")]) == 0
+    assert "mip package" in capsys.readouterr().out
+    arch_dir = tmp_path / "build" / "xtensawin"
+    with served(arch_dir) as base:
+        mip_install(base + "/package.json", tmp_path / "lib")
+    built = sorted((arch_dir / "ota").glob("*.mpy"))
+    assert sorted(p.name for p in (tmp_path / "lib" / "ota").iterdir()) == [p.stem + ".mpy" for p in SOURCES]
+    for p in built:
         assert (tmp_path / "lib" / "ota" / p.name).read_bytes() == p.read_bytes()

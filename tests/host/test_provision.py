@@ -16,10 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mpremote import main as mpremote_main
 
+import flashimage
 import mpunix
 from tools.pki import PKI
 from mpunix import ROOT
-from tools import cli, fwimage, mpy, provision, signing
+from tools import cli, mpy, provision, signing
 
 
 def pem_to_der(path):
@@ -48,7 +49,7 @@ class Inputs:
         self.main = d / "main.py"
         self.main.write_text(MAIN)
         self.firmware = d / "fw.bin"
-        self.firmware.write_bytes(fwimage.build_image("1.0.0", {}))
+        self.firmware.write_bytes(flashimage.full_image())
         self.password = d / "mqtt-password"
         self.password.write_text("s3cret-Pa55\n")
         self.out = d / "stage"
@@ -91,6 +92,7 @@ def test_dry_run_prints_esptool_then_mpremote(inputs, capsys):
 
 
 def test_dry_run_erase_chip_and_baud(inputs, capsys):
+    inputs.firmware.write_bytes(flashimage.full_image(flash_offset=0x0))  # the S3's bootloader sits at 0
     argv = inputs.args("--port", PORT, "--firmware", str(inputs.firmware), "--erase", "--chip", "esp32s3",
                        "--baud", "921600", "--dry-run")
     code, out, err = provision_cli(argv, capsys)
@@ -330,7 +332,7 @@ def refusals(inputs):
         "cert-without-key": (["--key", None], "go together"),
         "cert-and-password": (["--user", "u", "--password-file", str(inputs.password)], "not both"),
         "missing-main": (["--main", str(inputs.dir / "nope.py")], "cannot read the main.py"),
-        "not-firmware": (["--port", PORT, "--firmware", str(inputs.ca)], "not a full ESP firmware image"),
+        "not-firmware": (["--port", PORT, "--firmware", str(inputs.ca)], "not a full ESP32 firmware"),
         "missing-firmware": (["--port", PORT, "--firmware", str(inputs.dir / "nope.bin")], "cannot read the firmware"),
         "erase-alone": (["--port", PORT, "--erase", True], "--erase needs --firmware"),
         "unknown-chip": (["--port", PORT, "--firmware", str(inputs.firmware), "--chip", "esp8266"], "unknown chip"),

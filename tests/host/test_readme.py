@@ -1,16 +1,25 @@
 """Every command in README.md is one a test runs. The `sh` blocks run here, in order, as a maker
-would type them, against a real TLS broker (standing in for mqtt.example.com:8883), with a
-synthetic firmware standing in for micropython.app-bin. Commands in other blocks are run by the
+would type them, against the broker they configure (standing in for mqtt.example.com:8883), with
+synthetic firmware standing in for ESP32_GENERIC-OTA.bin and micropython.app-bin. Commands in other blocks are run by the
 tests named in COVERED."""
+import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import pytest
+
+import flashimage
 from mpunix import ROOT
-from tools import fwimage
-from tools.pki import PKI
+from tools import fwimage, signing
+from tools.fleet import Fleet
+from tools.localbroker import free_port
 
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
@@ -41,40 +50,63 @@ def test_console_commands_are_each_covered_by_a_test():
         assert (ROOT / where.split()[0]).exists(), where
 
 
-def test_readme_sh_blocks_run_as_written(mosquitto, tmp_path):
-    broker = mosquitto(tls=True)
-    work = tmp_path / "maker"
-    work.mkdir()
-    (work / "ca.pem").write_bytes(broker.pki.ca_file.read_bytes())
-    device = PKI(tmp_path / "fleet-ca").issue("sensor-01")  # a client certificate as a fleet CA issues it
-    (work / "sensor-01.crt").write_bytes(device["cert_pem"])
-    (work / "sensor-01.key").write_bytes(device["key_pem"])
-    (work / "ESP32_GENERIC-OTA.bin").write_bytes(fwimage.build_image("1.24.0", {}))
+def run_script(lines, work, env):
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(lines)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_readme_sh_blocks_run_as_written(work_dir):
+    """The broker is the one the README has the maker configure: `mpota fleet broker-config`,
+    started with the README's own `mosquitto -c ...` line (as root it drops to user mosquitto),
+    client certificates required. Only the address changes: mqtt.example.com:8883 is 127.0.0.1
+    on a free port."""
+    work = work_dir
+    (work / "ESP32_GENERIC-OTA.bin").write_bytes(flashimage.full_image())
     (work / "micropython.app-bin").write_bytes(fwimage.build_image("1.2.0", {}, size=64 * 1024))
-    lines = [c for body in blocks("sh") for c in commands(body)]
-    assert len(lines) >= 9
-    script = "set -euo pipefail\n" + "\n".join(lines).replace("mqtt.example.com:8883", "127.0.0.1:%d" % broker.port)
+    port = free_port()
+    lines = [c.replace("mqtt.example.com:8883", "127.0.0.1:%d" % port) for body in blocks("sh") for c in commands(body)]
+    assert len(lines) >= 13
+    starts = [i for i, line in enumerate(lines) if line.startswith("mosquitto ")]
+    assert len(starts) == 1, lines
     env = dict(os.environ, MPOTA_KEY_PASSWORD="correct horse battery staple", MPOTA_WIFI_PASSWORD="wifi passphrase",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    proc = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert "esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash -z 0x1000" in out
-    assert "mpremote connect /dev/ttyUSB0 fs cp -r" in out
-    assert (work / "staging/sensor-01/lib/ota/updater.mpy").exists()
-    import json
-
-    config = json.loads((work / "staging/sensor-01/ota_config.json").read_text())
-    assert config["wifi"]["ssid"] == "home" and config["wifi"]["password"] == "wifi passphrase"
-    # The release reached the broker: its manifest and chunks are retained there.
-    from tools import broker as host_broker
-    from tools import signing
-
-    rid = signing.manifest_id((work / "release.sig").read_bytes())
-    with host_broker.Connection(broker.host, broker.port, cafile=str(broker.pki.ca_file)) as conn:
-        retained = conn.retained(["ota/manifest/home", "ota/fw/%s/#" % rid], settle=0.5)
-    assert signing.manifest_id(retained["ota/manifest/home"]) == rid  # same release, signed twice
-    assert len([t for t in retained if t.startswith("ota/fw/%s/" % rid)]) == 16 + 2 + 1  # chunks, digest table, manifest
+    out = run_script(lines[:starts[0]], work, env)
+    log = work / "mosquitto.log"
+    with open(log, "wb") as f:
+        broker = subprocess.Popen(shlex.split(lines[starts[0]]), cwd=work, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while " running" not in log.read_text() and broker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert broker.poll() is None and "Warning" not in log.read_text(), log.read_text()
+        assert "require_certificate true" in (work / "broker/mosquitto.conf").read_text()
+        out += run_script(lines[starts[0] + 1:], work, env)
+        assert "esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash -z 0x1000" in out
+        assert "mpremote connect /dev/ttyUSB0 fs cp -r" in out
+        assert (work / "staging/sensor-01/lib/ota/updater.mpy").exists()
+        config = json.loads((work / "staging/sensor-01/ota_config.json").read_text())
+        assert config["wifi"]["ssid"] == "home" and config["wifi"]["password"] == "wifi passphrase"
+        # The release reached the broker: its manifest and chunks are retained there.
+        rid = signing.manifest_id((work / "release.sig").read_bytes())
+        with Fleet(work / "fleet").connection("127.0.0.1:%d" % port) as conn:
+            retained = conn.retained(["ota/manifest/home", "ota/fw/%s/#" % rid], settle=0.5)
+        assert signing.manifest_id(retained["ota/manifest/home"]) == rid  # same release, signed twice
+        assert len([t for t in retained if t.startswith("ota/fw/%s/" % rid)]) == 16 + 2 + 1  # chunks, digest table, manifest
+    finally:
+        broker.terminate()
+        broker.wait(10)
     # The offline signature (openssl) attached as the last step verifies too.
     assert subprocess.run(["mpota", "verify", "release.sig", "--pub", "release-key.pub.pem"], cwd=work, env=env,
                           capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def work_dir():
+    """A folder the mosquitto user can enter: started as root, mosquitto drops to that user
+    before it reads its key (pytest's tmp_path sits under a 0700 folder)."""
+    path = Path(tempfile.mkdtemp(prefix="mpota-readme-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)

@@ -125,6 +125,28 @@ def test_an_offline_canary_does_not_block_the_next_wave(fleet):
     assert p["devices"]["d01"]["status"] == "succeeded"
 
 
+def test_a_rollout_whose_canaries_never_confirmed_is_not_a_success(fleet):
+    p = plan(fleet, percents=(100,))
+    e = rollout.Engine(p)
+    offline = dict(ALL_ONLINE, d00=False, d01=False)
+    e.step(0, offline)
+    for now in (10, 10000, 100000):  # both canaries offline: the wave "settles" with nobody confirmed
+        assert e.step(now, offline) == [] and p["status"] == "running" and p["wave"] == 0
+    report(e, "d01", "confirmed", 100001)
+    assert len(e.step(100002, offline)) == 38  # one confirmation: the next wave goes out
+
+
+def test_no_success_without_a_confirmation(fleet):
+    p = plan(fleet, canary=[], percents=(100,), devices=["d05", "d06"])
+    e = rollout.Engine(p)
+    offline = dict(ALL_ONLINE, d05=False, d06=False)
+    e.step(0, offline)
+    assert e.step(50, offline) == [] and p["status"] == "running"
+    report(e, "d06", "confirmed", 60)
+    e.step(61, offline)
+    assert p["status"] == "succeeded"
+
+
 def test_reports_of_other_releases_and_rollouts_are_ignored(fleet):
     p = plan(fleet)
     e = rollout.Engine(p)

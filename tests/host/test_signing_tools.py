@@ -6,6 +6,7 @@ import sys
 
 import mpunix
 from mpunix import ROOT
+from tools import fwimage
 
 
 def mpota(*args, env=None, check=True):
@@ -33,7 +34,7 @@ def test_keygen_offline_openssl_flow_and_device_check(tmp_path):
     assert mpota("keygen", "--out", tmp_path / "k.pem", "--no-password", check=False).returncode == 2
 
     fw = tmp_path / "fw.bin"
-    fw.write_bytes(os.urandom(10000))
+    fw.write_bytes(fwimage.build_image("1.0.1", {}, size=10000))
     mpota("manifest", fw, "--board", "esp32-generic", "--version", "1.0.1", "--counter", 3,
           "--pub", tmp_path / "k.pub.pem", "-o", tmp_path / "r.tbs")
     # Offline: openssl signs the exact bytes, mpota attaches and verifies.
@@ -64,7 +65,7 @@ def test_keygen_offline_openssl_flow_and_device_check(tmp_path):
 def test_attach_accepts_raw_r_s_and_refuses_garbage(tmp_path):
     mpota("keygen", "--out", tmp_path / "k.pem", "--trust", tmp_path / "trust.bin", "--no-password")
     fw = tmp_path / "fw.bin"
-    fw.write_bytes(b"\xe9" * 4096)
+    fw.write_bytes(fwimage.build_image("1", {}, size=4096))
     mpota("manifest", fw, "--board", "b1", "--version", "1", "--counter", 0, "--chunk-size", 1024,
           "--pub", tmp_path / "k.pub.pem", "-o", tmp_path / "r.tbs")
     der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", tmp_path / "k.pem", tmp_path / "r.tbs"],
