@@ -351,11 +351,12 @@ class Transport:
         try:
             self.u.write_chunk(index, msg)
         except OTAError as exc:
-            # Left in the window: asked again only when it is late, never at once (a broker
-            # that keeps sending a bad chunk must not get a request per round).
+            # Never asked again at once: the release pauses (a broker that keeps sending a bad
+            # chunk must not get a request per round). A round's bad chunks are one strike.
             release = self.manifest and self.manifest.id
             self._on_event("chunk_refused", {"release": release, "index": index, "reason": exc.reason})
-            self._strike(release)
+            if not self._held():
+                self._strike(release)
             return
         self._arrived(index)
         self.stalls = 0
@@ -373,7 +374,8 @@ class Transport:
             release = self.manifest and self.manifest.id
             self._on_event("chunk_refused", {"release": release, "index": chunk_index(topic[len(self.prefix):]),
                                              "reason": "bad_chunk"})
-            self._strike(release)
+            if not self._held():
+                self._strike(release)
 
     def _strike(self, release):
         """One more failure that the release's data caused: pause it, longer each time, and
