@@ -153,9 +153,10 @@ class MQTTClient:
 
     # --- connection ---
     def open(self, clean_session=True, timeout=None):
-        """Open the link and send CONNECT without waiting for the CONNACK: `wait_msg` returns
-        0x20 when it comes (and raises MQTTError "refused" for a refusal). The TCP connect and
-        the TLS handshake are bounded by `timeout` (s)."""
+        """Open the link and stage CONNECT without waiting for the CONNACK: `wait_msg` returns
+        0x20 when it comes (and raises MQTTError "refused" for a refusal). The TCP connect is
+        bounded by `timeout` (s); the TLS handshake runs inside the reads and writes that follow,
+        within their budgets (the CONNACK is due within `timeout`)."""
         self.close()
         addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
         sock = socket.socket()
@@ -164,11 +165,8 @@ class MQTTClient:
             sock.connect(addr)
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             if self.ssl:
-                sock = self.ssl.wrap_socket(sock, server_hostname=self.server_hostname)
+                sock = self.ssl.wrap_socket(sock, server_hostname=self.server_hostname, do_handshake_on_connect=False)
             sock.setblocking(False)  # every wait from here on is a poll with a deadline
-        except ValueError as e:  # mbedtls reports a certificate that fails verification so
-            sock.close()
-            raise MQTTError("tls", str(e).strip())
         except Exception:
             sock.close()
             raise
@@ -395,7 +393,10 @@ class MQTTClient:
             raise MQTTError("closed", "not connected")
         while self.olen:
             size = self.wlen or self.olen
-            n = sock.write(self.omv[:size])
+            try:
+                n = sock.write(self.omv[:size])
+            except ValueError as e:  # mbedtls: the server's certificate failed verification
+                self._fail("tls", str(e).strip())
             if not n:
                 self.wlen = size
                 return
@@ -501,7 +502,10 @@ class MQTTClient:
             self.rs, self.re = 0, n
         if self.re == size:
             self._fail("protocol", "size")  # cannot happen: larger packets are skipped
-        n = sock.readinto(self.rmv[self.re:])
+        try:
+            n = sock.readinto(self.rmv[self.re:])
+        except ValueError as e:  # mbedtls: the server's certificate failed verification
+            self._fail("tls", str(e).strip())
         if n is None:
             return False
         if not n:
