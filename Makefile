@@ -14,7 +14,7 @@ $(STAMP): requirements-dev.txt pyproject.toml
 	touch $@
 
 setup: $(STAMP)
-	tools/ensure-mosquitto.sh
+	tools/ensure-brokers.sh
 	$(BIN)/python tests/devicelibs/fetch.py build/devicelibs
 
 test: setup

@@ -77,6 +77,7 @@ class Service:
         if self.link is not None and not self.link.poll():
             return  # no Wi-Fi: nothing to reach; a trial that stays offline misses its deadline
         complete = self.transport.poll(timeout_ms)
+        trial.link(self.transport.connected)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))
         if complete:
