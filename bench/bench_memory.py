@@ -57,22 +57,6 @@ while time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
         since = None
 """
 
-UPDATE_SCRIPT = """
-import time
-from ota import events
-seen = []
-events.listen(lambda kind, fields: seen.append(kind) if kind in ("verified", "installing", "rejected") else None)
-import ota.service
-service = ota.service.start()
-start = time.ticks_ms()
-try:
-    while "rejected" not in seen and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
-        service.poll(100)
-except SystemExit:  # install() resets the board: without the supervisor that ends the process
-    pass
-print("SEEN " + " ".join(seen))
-"""
-
 SIM_SHARE_SCRIPT = """
 import gc
 gc.collect()
@@ -152,7 +136,7 @@ class BareProbes:
         return "IDLE OK" in self._run(IDLE_SCRIPT, kib, keepalive=2).stdout
 
     def update(self, kib):
-        out = self._run(UPDATE_SCRIPT, kib).stdout
+        out = self._run(simboard.UPDATE_SCRIPT, kib).stdout
         return any(line.startswith("SEEN ") and "installing" in line.split() for line in out.splitlines())
 
 
