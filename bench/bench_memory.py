@@ -141,7 +141,9 @@ class BareProbes:
 
 
 class ServiceProbe:
-    """One board under the supervisor per try: publish → download → install → trial → confirmed."""
+    """One board under the supervisor per try: publish → download → install → trial → confirmed.
+    A traceback on the board's console (a MemoryError, mostly) fails the try at once: the board
+    would only sit idle or reboot."""
 
     def __init__(self, work, broker, signer, limit_s):
         self.work, self.broker, self.signer, self.limit_s = Path(work), broker, signer, limit_s
@@ -155,10 +157,13 @@ class ServiceProbe:
                                extra_config={"wdt_ms": 5000, "confirm_within_ms": 120000})
         proc = board.start_supervised("%dK" % kib, folder / "console.log")
         topic = "ota/status/%s/state" % device
+        console = folder / "console.log"
         try:
             with simboard.connection(self.broker) as conn:
                 deadline = time.monotonic() + self.limit_s
                 while time.monotonic() < deadline and proc.poll() is None:
+                    if b"Traceback (most recent call last)" in console.read_bytes():
+                        return False
                     state = conn.retained([topic], settle=0.3, want=[topic]).get(topic)
                     if state:
                         state = json.loads(state)
