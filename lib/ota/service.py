@@ -63,6 +63,7 @@ class Service:
         """One round of the update service; call it often from the application's loop."""
         trial.feed()
         complete = self.transport.poll(timeout_ms)
+        trial.link(self.transport.connected)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))
         if complete:
