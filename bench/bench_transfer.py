@@ -7,10 +7,10 @@ One 1.5 MiB release (a whole OTA slot), published retained to a local mosquitto,
 - a raw CPython paho subscriber that subscribes once to `<root>/fw/<id>/+` (QoS 1) and counts
   the retained chunks, and `mosquitto_sub` doing the same (timed as a whole process: start,
   connect, receive, exit).
-Plain TCP and TLS, 4 KiB and 16 KiB chunks. Printed per case: bytes/s, the ratio device/paho,
-and the bytes the broker sent per receiver divided by the image size (mosquitto's
-`$SYS/broker/bytes/sent`: MQTT bytes before TLS, every client, so it includes about 100 bytes a
-second of the counter's own messages).
+Plain TCP and TLS, 4 KiB and 16 KiB chunks. Printed per case: bytes/s, the ratios device/paho
+and device/mosquitto_sub, and the bytes the broker sent per receiver divided by the image size
+(mosquitto's `$SYS/broker/bytes/sent`: MQTT bytes before TLS, every client, so it includes about
+100 bytes a second of the counter's own messages); then the broker log's drop and denial lines.
 
 Usage: python bench/bench_transfer.py [--runs N] [--device-runs N] [--chunks 4096,16384] [--links plain,tls]
 """
@@ -178,7 +178,7 @@ def run_case(work, broker, counter, signer, chunk_size, runs, device_runs, say):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs of each raw subscriber per case (the median is printed)")
-    ap.add_argument("--device-runs", type=int, default=1, help="device path runs per case (the median is printed)")
+    ap.add_argument("--device-runs", type=int, default=3, help="device path runs per case (the median is printed)")
     ap.add_argument("--chunks", default="4096,16384", help="chunk sizes, comma-separated")
     ap.add_argument("--links", default="plain,tls", help="plain, tls or both")
     opts = ap.parse_args()
@@ -189,6 +189,7 @@ def main():
 
     signer = simboard.Signer()
     results = []
+    drops = {}
     with tempfile.TemporaryDirectory(prefix="mpota-bench-transfer-") as work:
         for link in opts.links.split(","):
             broker = simboard.start_broker(Path(work) / ("broker-" + link), tls=link == "tls")
@@ -200,6 +201,7 @@ def main():
             finally:
                 counter.close()
                 broker.stop()
+                drops[link] = broker.dropped_lines()
     size = results[0][2]["size"]
     print("Receiving one retained release of %d bytes (1.5 MiB) from a local mosquitto; medians of %d raw and %d"
           " device run(s)." % (size, opts.runs, opts.device_runs))
@@ -217,6 +219,10 @@ def main():
             print("%-5s %5dK  %-19s %9.3f %8.4f %16.4f %16s" % (
                 link, chunk // 1024, label, rate / 1e6, rate / r["paho_rate"], rate / r["sub_rate"],
                 "%.3f" % sent if sent is not None else ""))
+    print()
+    for link, lines in drops.items():
+        print("mosquitto log, %s: %d lines about dropped or denied messages%s" % (
+            link, len(lines), "".join("\n  " + line for line in lines[:5])))
     print()
     print("device verify after the last chunk (hash of the slot + signature):")
     for link, chunk, r in results:
