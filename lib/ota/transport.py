@@ -118,7 +118,10 @@ class Transport:
         self.strike_id = None  # the release the strikes are about
         self.strikes = 0
         self.hold_until = time.ticks_ms()
-        self.max_chunk = getattr(link, "bufsize", None)  # None: the lent client's limit is unknown
+        self.pipe = hasattr(link, "queue_publish")  # ota.mqtt: pipelined, else one call at a time
+        self.opened = False  # poll() opened the link (the CONNACK may still be on its way)
+        buf = getattr(link, "buf", None)
+        self.max_chunk = len(buf) if buf is not None else None  # None: the lent client's limit is unknown
         self._listener = self._on_event  # one bound method, so that forget() finds it
         events.listen(self._listener)
 
@@ -129,9 +132,9 @@ class Transport:
             topics[1] = (base + "/group/" + _name(group, "group")).encode()
         return topics
 
-    # --- the link: pipelined on our own client, one call at a time on a lent one ---
+    # --- the link: pipelined on an ota.mqtt client, one waiting call at a time on others ---
     def _publish(self, topic, msg, retain):
-        if self.own:
+        if self.pipe:
             self.link.queue_publish(topic, msg, retain, 1)
         else:
             self.link.publish(topic, msg, retain, 1)
@@ -139,7 +142,7 @@ class Transport:
     def _subscribe(self, topics):
         """Returns the packet id of the (last) SUBSCRIBE on our own client."""
         pid = 0
-        if self.own:
+        if self.pipe:
             for i in range(0, len(topics), _TOPICS_PER_PACKET):
                 pid = self.link.queue_subscribe(topics[i:i + _TOPICS_PER_PACKET], 1)
         else:
@@ -148,7 +151,7 @@ class Transport:
         return pid
 
     def _unsubscribe(self, topics):
-        if self.own:
+        if self.pipe:
             for i in range(0, len(topics), _TOPICS_PER_PACKET):
                 self.link.queue_unsubscribe(topics[i:i + _TOPICS_PER_PACKET])
         else:
@@ -222,7 +225,7 @@ class Transport:
         # about a release already names its rollout. A broker whose ACL has no rollout notes
         # refuses them: that costs the rollout ids and nothing else.
         notes = [t for t in self.note_topics if t]
-        if self.own:
+        if self.pipe:
             self._subscribe(notes)
         else:
             for topic in notes:
@@ -239,10 +242,12 @@ class Transport:
     def start(self):
         """Own-client mode: install the callbacks and last will; `poll()` connects."""
         self.own = True
-        self.link.set_callback(self.on_message)
-        self.link.set_oversize_callback(self._on_oversize)
-        self.link.set_ack_callback(self._on_ack)
-        self.link.set_last_will(*self.last_will())
+        link = self.link
+        link.set_callback(self.on_message)
+        if self.pipe:
+            link.set_oversize_callback(self._on_oversize)
+            link.set_ack_callback(self._on_ack)
+        link.set_last_will(*self.last_will())
 
     def poll(self, timeout_ms=100):
         """Own-client mode: connect if needed (one attempt, then backoff), handle incoming
@@ -252,16 +257,17 @@ class Transport:
             self.start()
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
-            if self.link.sock is None and not self._open(timeout_ms):
+            if not self.opened and not self._open(timeout_ms):
                 return False
             while True:
                 self._receive(deadline)
                 done = self.tick()
-                self.link.flush()
+                if self.pipe:
+                    self.link.flush()
                 if done or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                     return done
         except (OSError, OTAError):
-            self.connected = False
+            self.connected = self.opened = False
             self.link.close()
             self.retry_at = time.ticks_add(time.ticks_ms(), self._backoff().next_ms())
             return False
@@ -272,9 +278,7 @@ class Transport:
         op = link.wait_msg(max(0, time.ticks_diff(deadline, time.ticks_ms())))
         while op is not None:
             if op == _CONNACK:
-                self.up_at = time.ticks_ms()
-                self.settled = False
-                self.on_connect()
+                self._up()
             if time.ticks_diff(deadline, time.ticks_ms()) < 0:
                 break
             op = link.check_msg()
@@ -297,8 +301,18 @@ class Transport:
                 return False
         self.retry_at = None
         self.connected = False
-        self.link.open()  # the CONNACK comes through poll's receive loop
+        self.opened = True
+        if self.pipe:
+            self.link.open()  # the CONNACK comes through poll's receive loop
+        else:
+            self.link.connect()
+            self._up()
         return True
+
+    def _up(self):
+        self.up_at = time.ticks_ms()
+        self.settled = False
+        self.on_connect()
 
     def _on_ack(self, kind, pid, granted):
         if kind == _SUBACK and not granted and pid == self.must:
@@ -314,11 +328,11 @@ class Transport:
             return
         if self.connected:
             try:
-                self.link.queue_publish(self.status + "online", b"0", True, 1)
+                self._publish(self.status + "online", b"0", True)
                 self.link.disconnect()
             except (OSError, OTAError):
                 self.link.close()
-        self.connected = False
+        self.connected = self.opened = False
 
     # --- messages (callback context: no network calls) ---
     def on_message(self, topic, msg):
