@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,22 +54,6 @@ while time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
             break
     else:
         since = None
-"""
-
-UPDATE_SCRIPT = """
-import time
-from ota import events
-seen = []
-events.listen(lambda kind, fields: seen.append(kind) if kind in ("verified", "installing", "rejected") else None)
-import ota.service
-service = ota.service.start()
-start = time.ticks_ms()
-try:
-    while "rejected" not in seen and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
-        service.poll(100)
-except SystemExit:  # install() resets the board: without the supervisor that ends the process
-    pass
-print("SEEN " + " ".join(seen))
 """
 
 SIM_SHARE_SCRIPT = """
@@ -152,12 +135,14 @@ class BareProbes:
         return "IDLE OK" in self._run(IDLE_SCRIPT, kib, keepalive=2).stdout
 
     def update(self, kib):
-        out = self._run(UPDATE_SCRIPT, kib).stdout
+        out = self._run(simboard.UPDATE_SCRIPT, kib).stdout
         return any(line.startswith("SEEN ") and "installing" in line.split() for line in out.splitlines())
 
 
 class ServiceProbe:
-    """One board under the supervisor per try: publish → download → install → trial → confirmed."""
+    """One board under the supervisor per try: publish → download → install → trial → confirmed.
+    A traceback on the board's console (a MemoryError, mostly) fails the try at once: the board
+    would only sit idle or reboot."""
 
     def __init__(self, work, broker, signer, limit_s):
         self.work, self.broker, self.signer, self.limit_s = Path(work), broker, signer, limit_s
@@ -171,10 +156,13 @@ class ServiceProbe:
                                extra_config={"wdt_ms": 5000, "confirm_within_ms": 120000})
         proc = board.start_supervised("%dK" % kib, folder / "console.log")
         topic = "ota/status/%s/state" % device
+        console = folder / "console.log"
         try:
             with simboard.connection(self.broker) as conn:
                 deadline = time.monotonic() + self.limit_s
                 while time.monotonic() < deadline and proc.poll() is None:
+                    if b"Traceback (most recent call last)" in console.read_bytes():
+                        return False
                     state = conn.retained([topic], settle=0.3, want=[topic]).get(topic)
                     if state:
                         state = json.loads(state)

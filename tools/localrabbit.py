@@ -69,6 +69,7 @@ class RabbitNode:
         self.own_epmd = epmd is None
         self.epmd = epmd or Epmd()
         self.home = Path(home or self.dir)
+        self.home.mkdir(parents=True, exist_ok=True)
         self.pki = pki or PKI(self.dir / "pki")
         self.amqp_port, self.dist_port = free_port(), free_port()
         self.plain_port, self.tls_port = free_port(), free_port()
@@ -96,13 +97,13 @@ class RabbitNode:
                         RABBITMQ_CONF_ENV_FILE=str(self.dir / "rabbitmq-env.conf"),
                         RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
                         RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"), RABBITMQ_LOG_BASE=str(self.log_dir),
-                        RABBITMQ_PID_FILE=str(self.dir / "node.pid"))
+                        RABBITMQ_PID_FILE=str(self.dir / "node.pid"), ERL_CRASH_DUMP=str(self.dir / "erl_crash.dump"))
         self.ctl("rabbitmq-plugins", "--offline", "enable", "rabbitmq_mqtt")
 
     def ctl(self, script, *args, check=True):
         """Run one of RabbitMQ's command-line tools against this node; returns its stdout."""
         cmd = [rabbit_script(script)] + (["-n", self.name] if script != "rabbitmq-plugins" else []) + list(args)
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(cmd, env=self.env, cwd=self.dir, capture_output=True, text=True, timeout=120)
         if check and proc.returncode:
             raise RuntimeError("%s %s failed:\n%s%s" % (script, " ".join(args), proc.stdout, proc.stderr))
         return proc.stdout
@@ -110,7 +111,7 @@ class RabbitNode:
     def start(self):
         assert self.proc is None, "node already running"
         out = open(self.dir / "console.log", "ab")
-        self.proc = subprocess.Popen([rabbit_script("rabbitmq-server")], env=self.env, stdout=out,
+        self.proc = subprocess.Popen([rabbit_script("rabbitmq-server")], env=self.env, cwd=self.dir, stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         deadline = time.monotonic() + START_TIMEOUT

@@ -125,8 +125,14 @@ c.disconnect()
     assert stored["ota/status/dev-a/state"] == b'{"state": "idle"}'
 
 
-def test_server_name_is_checked(mosquitto, mp, device_lib, tmp_path):
-    mq = mosquitto(tls=True)
+@pytest.fixture(params=["mosquitto", "rabbitmq"])
+def tls_broker(request):
+    """A broker with a TLS listener (no client certificates): each kind in turn."""
+    return request.getfixturevalue(request.param)(tls=True)
+
+
+def test_server_name_is_checked(tls_broker, mp, device_lib, tmp_path):
+    mq = tls_broker
     ca, _, _ = der_files(tmp_path, mq.pki)
     out = mp(CONNECT + """
 for name in ("localhost", "broker.example"):
