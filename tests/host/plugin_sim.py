@@ -20,7 +20,7 @@ import sim_otadata  # noqa: E402
 from tools import fwimage  # noqa: E402
 
 BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) slot=(\S+) cause=(\S+) version=(\S+) state=(\S+)$", re.M)
-TABLE = sim_flash.load_table(str(PARTITIONS))
+TABLE = sim_flash.add_vfs(sim_flash.load_table(str(PARTITIONS)))  # as the port's start-up
 
 
 def partition(label):

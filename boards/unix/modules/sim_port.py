@@ -1,0 +1,71 @@
+"""What the ESP32 port's C start-up does before `boot.py` (ports/esp32/main.c, mp_task), in the
+unix port: the host's files go out of reach, the board's frozen modules and its simulated
+hardware are mounted at /.frozen, and frozen `_boot` mounts the LittleFS filesystem at "/".
+
+Then files a test put in the board's inbox (host side) are copied onto that filesystem, as
+`mpremote cp` would, before boot.py runs.
+"""
+import os
+import sys
+import vfs
+
+import esp32
+
+FROZEN = "/.frozen"
+
+
+def start(namespace):
+    """Make the VM a board: from here on "/" is the board's own filesystem."""
+    esp32.Partition.find()  # opens the flash file while host paths still resolve
+    board = os.getenv("OTASIM_BOARD")
+    vfs.umount("/")
+    vfs.mount(vfs.VfsPosix(board), FROZEN)
+    os.chdir("/")
+    sys.path[:] = [FROZEN + "/hw", "", FROZEN + "/fw", ".frozen", "/lib"]
+    run("_boot.py", namespace, FROZEN + "/fw/_boot.py")  # how it ends does not matter
+    if [m for m in vfs.mount() if m[1] == "/"]:
+        _take_inbox(FROZEN + "/inbox", "")
+
+
+def run(name, namespace, path=None):
+    """Run one file in the REPL's namespace as pyexec_file_if_exists() does: "ok" (also when
+    missing), "error" (the exception is printed) or "exit" (SystemExit: soft reset)."""
+    try:
+        with open(path or name) as f:
+            source = f.read()
+    except OSError:
+        return "ok"
+    try:
+        exec(compile(source, name, "exec"), namespace)
+    except SystemExit:
+        return "exit"
+    except BaseException as exc:  # noqa: B902  (the port prints whatever it was)
+        sys.print_exception(exc)
+        return "error"
+    return "ok"
+
+
+def _take_inbox(inbox, rel):
+    """Move every file under the inbox onto the board's filesystem, keeping its path."""
+    try:
+        entries = list(os.ilistdir(inbox + rel))
+    except OSError:
+        return
+    buf = bytearray(1024)
+    for entry in entries:
+        name, kind = rel + "/" + entry[0], entry[1]
+        if kind == 0x4000:
+            try:
+                os.mkdir(name)
+            except OSError:
+                pass  # already there
+            _take_inbox(inbox, name)
+            os.rmdir(inbox + name)
+            continue
+        with open(inbox + name, "rb") as src, open(name, "wb") as dst:
+            while True:
+                n = src.readinto(buf)
+                if not n:
+                    break
+                dst.write(memoryview(buf)[:n])
+        os.remove(inbox + name)
