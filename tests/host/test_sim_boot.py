@@ -283,7 +283,7 @@ def test_first_boot_sets_up_the_filesystem_as_inisetup_does(sim_device, firmware
                                    "print(repr(open('boot.py').read()))\n"})
     first = device.run()
     assert first.count("Performing initial setup") == 1
-    assert "['.frozen', 'boot.py', 'main.py'] [(<VfsPosix>, '/.frozen'), (<VfsLfs2>, '/')]" in first
+    assert "['.sim', 'boot.py', 'main.py'] [(<VfsPosix>, '/.sim'), (<VfsLfs2>, '/')]" in first
     assert "'# This file is executed on every boot (including wake-boot from deepsleep)\\n#import esp" in first
     seen = len(first)
     assert "Performing initial setup" not in device.run()[seen:]

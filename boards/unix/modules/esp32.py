@@ -136,13 +136,15 @@ class Partition:
         r = self._row
         return (r[1], r[2], r[3], r[4], r[0], False)
 
-    def readblocks(self, block_num, buf, *offset):
-        self._io.read(block_num * self._block_size + (offset[0] if offset else 0), buf)
+    # readblocks/writeblocks take keywords here (the port does not): *args would cost a heap
+    # allocation per call, and the filesystem calls them for every block it touches.
+    def readblocks(self, block_num, buf, offset=0):
+        self._io.read(block_num * self._block_size + offset, buf)
 
-    def writeblocks(self, block_num, buf, *offset):
+    def writeblocks(self, block_num, buf, offset=None):
         addr = block_num * self._block_size
-        if offset:
-            addr += offset[0]  # an extended write never erases
+        if offset is not None:
+            addr += offset  # an extended write never erases
         elif self._cache is None:
             self._io.erase_range(addr, len(buf))
         else:

@@ -1,9 +1,11 @@
 """What the ESP32 port's C start-up does before `boot.py` (ports/esp32/main.c, mp_task), in the
-unix port: the host's files go out of reach, the board's frozen modules and its simulated
-hardware are mounted at /.frozen, and frozen `_boot` mounts the LittleFS filesystem at "/".
+unix port: the host's files go out of reach; the simulator's folder for this board is mounted
+at /.sim (`hw`: the simulated hardware modules, `fw`: the firmware's frozen modules, `inbox`,
+`share`); frozen `_boot` mounts the board's LittleFS filesystem at "/".
 
-Then files a test put in the board's inbox (host side) are copied onto that filesystem, as
-`mpremote cp` would, before boot.py runs.
+Then files a test put in the board's inbox (host side) are moved onto that filesystem, as
+`mpremote cp` would, before boot.py runs. `share` holds files a test offers the board from
+outside its filesystem (a stand-in for a network peer); the board can only read them there.
 """
 import os
 import sys
@@ -11,7 +13,7 @@ import vfs
 
 import esp32
 
-FROZEN = "/.frozen"
+SIM = "/.sim"
 
 
 def start(namespace):
@@ -19,12 +21,12 @@ def start(namespace):
     esp32.Partition.find()  # opens the flash file while host paths still resolve
     board = os.getenv("OTASIM_BOARD")
     vfs.umount("/")
-    vfs.mount(vfs.VfsPosix(board), FROZEN)
+    vfs.mount(vfs.VfsPosix(board), SIM)
     os.chdir("/")
-    sys.path[:] = [FROZEN + "/hw", "", FROZEN + "/fw", ".frozen", "/lib"]
-    run("_boot.py", namespace, FROZEN + "/fw/_boot.py")  # how it ends does not matter
+    sys.path[:] = [SIM + "/hw", "", SIM + "/fw", ".frozen", "/lib"]
+    run("_boot.py", namespace, SIM + "/fw/_boot.py")  # how it ends does not matter
     if [m for m in vfs.mount() if m[1] == "/"]:
-        _take_inbox(FROZEN + "/inbox", "")
+        _take_inbox(SIM + "/inbox", "")
 
 
 def run(name, namespace, path=None):

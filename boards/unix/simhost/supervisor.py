@@ -33,6 +33,17 @@ PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 CAUSES = {PWRON_RESET: "PWRON_RESET", HARD_RESET: "HARD_RESET", WDT_RESET: "WDT_RESET",
           DEEPSLEEP_RESET: "DEEPSLEEP_RESET", SOFT_RESET: "SOFT_RESET"}
 ESPRESSIF_OUI = bytes.fromhex("240ac4")
+# What the simulator's own modules (esp32, machine, sim_*) take from the VM's heap, where a
+# board keeps them in ROM: measured 25 KB, so this allowance leaves the device code no more
+# than --heapsize (the LittleFS mount, about 0.8 KB, is the board's and is not covered).
+SIM_HEAP_ALLOWANCE = 24 * 1024
+
+
+def vm_heap(heapsize):
+    """The unix port's -X heapsize for a board with `heapsize` ("100K", "2M" or bytes)."""
+    text = str(heapsize).strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
+    return int(text.rstrip("KM")) * scale + SIM_HEAP_ALLOWANCE
 
 
 def micropython_binary():
@@ -88,7 +99,7 @@ class Supervisor:
         self.uid = uid or default_uid(flash)
         self.table_path = Path(table).resolve()
         self.table = sim_flash.load_table(str(self.table_path))
-        self.wiring = Path(str(self.flash_path) + ".board")  # mounted at /.frozen in the VM
+        self.wiring = Path(str(self.flash_path) + ".board")  # mounted at /.sim in the VM
         self.frozen = self.wiring / "fw"
         plan = tear or os.environ.get("OTASIM_TEAR_PLAN")
         self.tear = [int(x) for x in plan.split()] if isinstance(plan, str) else plan
@@ -120,7 +131,8 @@ class Supervisor:
             try:
                 loaded = self.boot(cause, wake)
             except sim_flash.PowerCut as cut:
-                return self._halt("powercut in bootloader " + str(cut))
+                kind, addr = str(cut).split()
+                return self._halt("powercut %s %s %s bootloader" % (kind, self._label(int(addr, 16)), addr))
             if loaded is None:
                 return self._halt("no-bootable-app", 1)
             outcome = self._run_vm(loaded.label, cause)
@@ -194,9 +206,10 @@ class Supervisor:
             self.ops = []
 
     def _extract(self, flash, row):
-        """Lay out what the VM mounts at /.frozen: `hw` (the simulated hardware modules), `fw`
+        """Lay out what the VM mounts at /.sim: `hw` (the simulated hardware modules), `fw`
         (the board glue and micropython-lib packages every image freezes, then the loaded
-        image's own modules, which win) and `inbox` (the host's filesystem folder)."""
+        image's own modules, which win), `inbox` (the host's filesystem folder) and `share`
+        (`<flash>.share`, files offered from outside the board)."""
         image = bytearray(row[4])
         sim_flash.PartitionIO(flash, row).read(0, image)
         shutil.rmtree(self.wiring, ignore_errors=True)
@@ -204,6 +217,9 @@ class Supervisor:
         (self.wiring / "hw").symlink_to(simhost.MODULES)
         self.fs.mkdir(parents=True, exist_ok=True)
         (self.wiring / "inbox").symlink_to(self.fs)
+        share = Path(str(self.flash_path) + ".share")
+        share.mkdir(exist_ok=True)
+        (self.wiring / "share").symlink_to(share)
         for base in (simhost.BOARD_FROZEN, simhost.BUILD_FROZEN):
             if base.is_dir():
                 shutil.copytree(base, self.frozen, dirs_exist_ok=True)
@@ -261,7 +277,7 @@ class Supervisor:
             env["OTASIM_TEAR"], self.vm_tear = self.vm_tear, None
         if self.trace:
             env["OTASIM_TRACE"] = "1"
-        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + self.heapsize] + list(args),
+        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=%d" % vm_heap(self.heapsize)] + list(args),
                                 cwd=self.fs, env=env, pass_fds=(w,), preexec_fn=_die_with_parent, **popen)
         os.close(w)
         return proc, r

@@ -260,13 +260,13 @@ class VirtualBoard(supervisor.Supervisor):
         while b"\n" in self.pending and self.proc is proc:
             line, self.pending = self.pending.split(b"\n", 1)
             self._message(line.decode(errors="replace").split())
+        if self.interrupt and self.started and self.job is not None and self.proc is proc:
+            self._interrupt()  # only now: a `done` read in the same batch means it is too late
 
     def _message(self, words):
         """The agent's `run`/`done`, then the board's own messages (watchdog, resets, sleep)."""
         if words[:1] == ["run"] and int(words[1]) == self.seq:
             self.started = True
-            if self.interrupt:
-                self._interrupt()
             return None
         if words[:1] == ["done"]:
             if int(words[1]) == self.seq and self.job is not None:

@@ -31,7 +31,7 @@ def chunks_in_shuffled_order(count, seed, duplicates):
 
 
 try:
-    blob = open("release/manifest.bin", "rb").read()
+    blob = open("/.sim/share/release/manifest.bin", "rb").read()
 except OSError:
     blob = None
 if blob:
@@ -44,7 +44,7 @@ if blob:
         m = None
     if m:
         buf = bytearray(m.chunk_size)
-        with open("release/image.bin", "rb") as image:
+        with open("/.sim/share/release/image.bin", "rb") as image:
             for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
                 if updater.complete() or n == cfg.get("stop_after"):
                     break
