@@ -37,7 +37,13 @@ _DATA_SUBTYPES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_
 
 
 def esp_error(code):
-    """The exception MicroPython's check_esp_err() raises for an esp_err_t."""
+    """The exception MicroPython's check_esp_err() raises for an esp_err_t. With the heap
+    locked it cannot make the name string and raises a bare OSError: the esp32 port has no
+    emergency exception buffer for the arguments (its size is 0 unless the program sets one)."""
+    try:
+        bytearray(1)
+    except MemoryError:
+        return OSError()
     return OSError(-code, _NAMES.get(code, "ESP_ERR_0x%x" % code))
 
 

@@ -24,6 +24,9 @@ def start(namespace):
     vfs.mount(vfs.VfsPosix(board), SIM)
     os.chdir("/")
     sys.path[:] = [SIM + "/hw", "", SIM + "/fw", ".frozen", "/lib"]
+    import sim_sys
+
+    sys.modules["sys"] = sim_sys  # `import sys` from here on: the board's, platform "esp32"
     run("_boot.py", namespace, SIM + "/fw/_boot.py")  # how it ends does not matter
     if [m for m in vfs.mount() if m[1] == "/"]:
         _take_inbox(SIM + "/inbox", "")
