@@ -33,12 +33,18 @@ def start(namespace):
 
 
 def run(name, namespace, path=None):
-    """Run one file in the REPL's namespace as pyexec_file_if_exists() does: "ok" (also when
-    missing), "error" (the exception is printed) or "exit" (SystemExit: soft reset)."""
-    try:
-        with open(path or name) as f:
-            source = f.read()
-    except OSError:
+    """Run one file in the REPL's namespace as pyexec_file_if_exists() does (a frozen file of
+    that name first, then the filesystem's): "ok" (also when missing), "error" (the exception
+    is printed) or "exit" (SystemExit: soft reset)."""
+    source = None
+    for candidate in (path,) if path else (SIM + "/fw/" + name, name):
+        try:
+            with open(candidate) as f:
+                source = f.read()
+            break
+        except OSError:
+            pass
+    if source is None:
         return "ok"
     try:
         exec(compile(source, name, "exec"), namespace)
