@@ -1,7 +1,8 @@
 """What the ESP32 port's C start-up does before `boot.py` (ports/esp32/main.c, mp_task), in the
 unix port: the host's files go out of reach; the simulator's folder for this board is mounted
 at /.sim (`hw`: the simulated hardware modules, `fw`: the firmware's frozen modules, `inbox`,
-`share`); frozen `_boot` mounts the board's LittleFS filesystem at "/".
+`share`, `ctl`: files the test side writes to steer simulated hardware); frozen `_boot` mounts
+the board's LittleFS filesystem at "/".
 
 Then files a test put in the board's inbox (host side) are moved onto that filesystem, as
 `mpremote cp` would, before boot.py runs. `share` holds files a test offers the board from
