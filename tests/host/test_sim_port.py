@@ -96,3 +96,21 @@ nxt.set_boot()
 print(esp32.Partition(esp32.Partition.BOOT).info()[4])
 """).stdout.split()
     assert out == ["ota_1"]
+
+
+def test_every_image_offers_the_real_builds_frozen_modules(sim_device, firmware):
+    """ports/esp32/boards/manifest.py freezes asyncio and the board glue into every build; an
+    image's own module of the same name wins, as a custom build's would."""
+    main = """
+import asyncio, requests, mip, flashbdev, inisetup
+print('frozen ok', flashbdev.bdev.info()[4])
+import fwinfo
+print('image module', fwinfo.NAME)
+"""
+    device = sim_device(firmware("1.0.0", {"fwinfo": "NAME = 'mine'\n"}), {"main.py": main})
+    lines = device.run().splitlines()
+    assert "frozen ok vfs" in lines and "image module mine" in lines
+    custom = sim_device(firmware("1.0.0", {"_boot": "print('custom _boot')\n"}), {"main.py": main})
+    console = custom.run()
+    assert "custom _boot" in console  # this build's _boot mounts nothing: no main.py runs
+    assert "frozen ok" not in console and "Performing initial setup" not in console
