@@ -1,8 +1,9 @@
 """What the ESP32 port's C start-up does before `boot.py` (ports/esp32/main.c, mp_task), in the
 unix port: the host's files go out of reach; the simulator's folder for this board is mounted
 at /.sim (`hw`: the simulated hardware modules, `fw`: the firmware's frozen modules, `inbox`,
-`share`, `ctl`: files the test side writes to steer simulated hardware); frozen `_boot` mounts
-the board's LittleFS filesystem at "/".
+`share`, `host`: the flash file's folder) and OTASIM_FLASH names the flash file through it, so
+hardware modules still find files the test side keeps beside it (OTASIM_FLASH + ".xyz");
+frozen `_boot` mounts the board's LittleFS filesystem at "/".
 
 Then files a test put in the board's inbox (host side) are moved onto that filesystem, as
 `mpremote cp` would, before boot.py runs. `share` holds files a test offers the board from
@@ -21,8 +22,10 @@ def start(namespace):
     """Make the VM a board: from here on "/" is the board's own filesystem."""
     esp32.Partition.find()  # opens the flash file while host paths still resolve
     board = os.getenv("OTASIM_BOARD")
+    flash = os.getenv("OTASIM_FLASH")
     vfs.umount("/")
     vfs.mount(vfs.VfsPosix(board), SIM)
+    os.putenv("OTASIM_FLASH", SIM + "/host/" + flash[flash.rfind("/") + 1:])
     os.chdir("/")
     sys.path[:] = [SIM + "/hw", "", SIM + "/fw", ".frozen", "/lib"]
     import sim_sys

@@ -209,8 +209,8 @@ class Supervisor:
         """Lay out what the VM mounts at /.sim: `hw` (the simulated hardware modules), `fw`
         (the board glue and micropython-lib packages every image freezes, then the loaded
         image's own modules, which win), `inbox` (the host's filesystem folder), `share`
-        (`<flash>.share`, files offered from outside the board) and `ctl` (`<flash>.ctl`,
-        files the test side writes to steer simulated hardware, such as a radio link)."""
+        (`<flash>.share`, files offered from outside the board) and `host` (the flash file's
+        folder, where the test side keeps files that steer simulated hardware)."""
         image = bytearray(row[4])
         sim_flash.PartitionIO(flash, row).read(0, image)
         shutil.rmtree(self.wiring, ignore_errors=True)
@@ -218,10 +218,10 @@ class Supervisor:
         (self.wiring / "hw").symlink_to(simhost.MODULES)
         self.fs.mkdir(parents=True, exist_ok=True)
         (self.wiring / "inbox").symlink_to(self.fs)
-        for name in ("share", "ctl"):
-            outside = Path("%s.%s" % (self.flash_path, name))
-            outside.mkdir(exist_ok=True)
-            (self.wiring / name).symlink_to(outside)
+        share = Path(str(self.flash_path) + ".share")
+        share.mkdir(exist_ok=True)
+        (self.wiring / "share").symlink_to(share)
+        (self.wiring / "host").symlink_to(self.flash_path.parent)
         for base in (simhost.BOARD_FROZEN, simhost.BUILD_FROZEN):
             if base.is_dir():
                 shutil.copytree(base, self.frozen, dirs_exist_ok=True)
