@@ -15,7 +15,7 @@ import mpunix
 from mpunix import LIB, ROOT, SIM_MODULES
 
 sys.path.insert(0, str(ROOT / "boards" / "unix"))
-from simhost import PARTITIONS, supervisor  # noqa: E402
+from simhost import PARTITIONS, boardfs, supervisor  # noqa: E402
 import sim_flash  # noqa: E402  (on the path through simhost)
 import sim_otadata  # noqa: E402
 from tools import fwimage  # noqa: E402
@@ -75,6 +75,20 @@ class SimDevice:
             path = share / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    def read_file(self, path):
+        """A file from the board's own filesystem (LittleFS in its flash); the board must be off."""
+        assert self.proc is None, "power the board off first"
+        return boardfs.read(self.flash, path)
+
+    def listdir(self, path="/"):
+        assert self.proc is None, "power the board off first"
+        return boardfs.listdir(self.flash, path)
+
+    def remove_path(self, path):
+        """Delete a file or folder from the board's filesystem; the board must be off."""
+        assert self.proc is None, "power the board off first"
+        boardfs.remove(self.flash, path)
 
     def install_lib(self):
         """Copy the project's device package (lib/) into the board's /lib, as a maker would."""

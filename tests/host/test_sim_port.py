@@ -3,6 +3,8 @@ the port refuses, errors with the heap locked, and set_boot's image check."""
 import hashlib
 import struct
 
+import pytest
+
 from plugin_sim import blank_flash
 
 PLATFORM_AND_HEAP = """
@@ -114,3 +116,15 @@ print('image module', fwinfo.NAME)
     console = custom.run()
     assert "custom _boot" in console  # this build's _boot mounts nothing: no main.py runs
     assert "frozen ok" not in console and "Performing initial setup" not in console
+
+
+def test_the_host_reads_and_changes_the_boards_littlefs(sim_device, firmware):
+    device = sim_device(firmware("1.0.0"), {"main.py": "import os\nos.mkdir('d')\nwith open('d/x', 'wb') as f:\n"
+                                                      "    f.write(b'\\x00\\x01board')\n"})
+    device.run()
+    assert device.read_file("d/x") == b"\x00\x01board"
+    assert device.listdir("/") == ["boot.py", "d", "main.py"]
+    device.remove_path("d")
+    assert device.listdir("/") == ["boot.py", "main.py"]
+    with pytest.raises(OSError):
+        device.read_file("d/x")
