@@ -3,6 +3,8 @@
 Commands go to stdout one per line, shell-quoted, exactly as run; notes go to stderr, so
 `mpota provision --dry-run ... > steps.sh` is a script to review and run by hand.
 """
+import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from tools import mpy, provision
 from tools.cli import EXIT_REFUSED, CliError
 
 PORT_PLACEHOLDER = "PORT"
+WIFI_PASSWORD_ENV = "MPOTA_WIFI_PASSWORD"
 
 
 def note(text):
@@ -28,6 +31,24 @@ def _password(path):
     return text
 
 
+def _wifi(args):
+    """The `wifi` settings; the password from $MPOTA_WIFI_PASSWORD or a prompt, never an argument."""
+    if not args.wifi_ssid:
+        if args.wifi_open or args.wifi_hostname or args.wifi_country or args.wifi_ifconfig:
+            raise CliError("--wifi-open, --wifi-hostname, --wifi-country and --wifi-ifconfig need --wifi-ssid")
+        return None
+    password = None
+    if not args.wifi_open:
+        password = os.environ.get(WIFI_PASSWORD_ENV)
+        if password is None:
+            if not sys.stdin.isatty():
+                raise CliError("no Wi-Fi password: set $%s, run in a terminal to be asked, or pass --wifi-open"
+                               % WIFI_PASSWORD_ENV)
+            password = getpass.getpass("Wi-Fi password for %s: " % args.wifi_ssid)
+    return provision.wifi_config(args.wifi_ssid, password, hostname=args.wifi_hostname, country=args.wifi_country,
+                                 ifconfig=args.wifi_ifconfig)
+
+
 def _check_args(args):
     if (args.cert or args.key) and (args.user or args.password_file):
         raise CliError("authenticate with --cert/--key or with --user/--password-file, not both")
@@ -44,7 +65,7 @@ def cmd_provision(args):
         config = provision.device_config(
             args.device_id, args.broker, board=args.board, fleet=args.fleet, group=args.group,
             tls_client=bool(args.cert), user=args.user, password=_password(args.password_file),
-            server_hostname=args.server_hostname)
+            server_hostname=args.server_hostname, wifi=_wifi(args))
         credentials = provision.read_credentials(args.ca, args.cert, args.key)
         trust = provision.read_trust(args.trust)
         port = args.port or PORT_PLACEHOLDER
@@ -54,7 +75,7 @@ def cmd_provision(args):
                                                  baud=args.baud, erase=args.erase)
         commands += provision.deploy_commands(port, out, args.tool)
         staged = provision.stage(out, config=config, trust=trust, credentials=credentials, arch=args.arch,
-                                 main=args.main)
+                                 main=args.main, firmware_version=args.firmware_version)
     except provision.ProvisionError as exc:
         raise CliError(str(exc))
     note("staged %d files for %s in %s (lib/ota as %s .mpy)" % (len(staged), args.device_id, out, args.arch))
@@ -113,6 +134,14 @@ def register(subparsers):
                    "bytecode runs on any port, the unix port included")
     p.add_argument("--main", default=str(provision.ROOT / "main.py"), help="the board's main.py (default: the project's)")
     p.add_argument("--out", help="staging folder (default: build/provision/DEVICE_ID); rebuilt each run")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network the board joins; its password comes from $%s or a "
+                   "prompt. Without it the application brings the network up itself" % WIFI_PASSWORD_ENV)
+    p.add_argument("--wifi-open", action="store_true", help="the Wi-Fi network has no password")
+    p.add_argument("--wifi-hostname", help="the board's DHCP host name")
+    p.add_argument("--wifi-country", help="Wi-Fi country code, e.g. DE")
+    p.add_argument("--wifi-ifconfig", metavar="IP,NETMASK,GATEWAY,DNS", help="static addresses instead of DHCP")
+    p.add_argument("--firmware-version", help="the version of the MicroPython firmware on the board, which it "
+                   "reports until its first update (official builds do not carry one the board can read)")
     p.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
     p.add_argument("--firmware", help="full MicroPython image (ESP32_GENERIC OTA variant) to flash first")
     p.add_argument("--chip", default="esp32", help="esptool chip name (default: esp32; flashed at 0x1000)")

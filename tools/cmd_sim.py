@@ -32,7 +32,8 @@ def cmd_image(args):
         except OSError as exc:
             raise CliError("cannot read module %s: %s" % (name, exc))
     try:
-        image = fwimage.build_image(args.version, modules, size=args.size, secure_version=args.secure_version)
+        image = fwimage.build_image(args.version, modules, size=args.size, secure_version=args.secure_version,
+                                    app_version=args.app_version)
     except ValueError as exc:
         raise CliError(str(exc))
     Path(args.output).write_bytes(image)
@@ -85,7 +86,9 @@ def register(subparsers):
     sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("image", help="build a synthetic ESP32 app image from Python modules")
-    p.add_argument("--version", required=True, help="version string of the app descriptor (max 31 bytes)")
+    p.add_argument("--version", required=True, help="the image's name in the simulator's boot log")
+    p.add_argument("--app-version", default="", help="version string of the app descriptor (max 31 bytes; "
+                   "default empty, as in official MicroPython builds)")
     p.add_argument("--module", action="append", default=[], metavar="NAME=FILE",
                    help="a frozen module of the firmware (repeatable); `_boot` runs first at boot")
     p.add_argument("--size", type=_size, help="pad the image to this many bytes (a multiple of 16)")

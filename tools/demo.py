@@ -67,7 +67,7 @@ class Demo:
                                              fleet=FLEET, server_hostname="localhost")
             config["wdt_ms"], config["confirm_within_ms"] = 5000, 60000
             provision.stage(home / "fs", config=config, trust=self.trust, credentials=credentials, arch="bytecode",
-                            main=ROOT / "boards" / "unix" / "sim_main.py")
+                            main=ROOT / "boards" / "unix" / "sim_main.py", firmware_version="1.0.0")
             self._sim("new", home, "--firmware", self._write(home / "factory.bin", factory))
             proc = subprocess.Popen(self._sim_cmd("run", home, "--heapsize", self.heapsize), cwd=ROOT,
                                     stdout=open(home / "console.log", "wb"), stderr=subprocess.STDOUT,

@@ -4,10 +4,14 @@ An image is what esptool writes into an OTA slot: the 24-byte header, one DROM s
 checksum byte and the appended SHA-256. The segment starts with a real `esp_app_desc_t`, then
 holds a module archive standing in for the firmware's frozen modules:
 
-    b"MPFZ", <H count>, then per module <H name_len> <I source_len> name source
+    b"MPFZ", <B label_len> label, <H count>, then per module <H name_len> <I source_len> name source
 
 then deterministic filler up to the requested size. The simulator's supervisor runs the archive's
 modules as the firmware; `_boot`, if present, runs first as on the real port.
+
+The descriptor's version and project name are empty by default, as in official MicroPython builds
+(their build sets neither), so nothing may rely on them; the label names the image for the
+simulator's boot log and the tests only.
 """
 import hashlib
 import random
@@ -24,27 +28,31 @@ ARCHIVE_MAGIC = b"MPFZ"
 FIRST_SEGMENT_AT = HEADER.size + SEGMENT.size
 
 
-def _app_desc(version, secure_version, modules_digest):
+def _app_desc(version, project_name, secure_version, modules_digest):
     encoded = version.encode()
-    if len(encoded) > 31:
-        raise ValueError("version %r is longer than 31 bytes" % version)
-    return APP_DESC.pack(APP_DESC_MAGIC, secure_version, b"", encoded, b"micropython", b"00:00:00",
+    if len(encoded) > 31 or len(project_name.encode()) > 31:
+        raise ValueError("version %r or project name %r is longer than 31 bytes" % (version, project_name))
+    return APP_DESC.pack(APP_DESC_MAGIC, secure_version, b"", encoded, project_name.encode(), b"00:00:00",
                          b"Jan  1 2026", b"v5.5.2", modules_digest, 0, 99, 16, b"", b"")
 
 
-def _archive(modules):
-    out = [ARCHIVE_MAGIC, struct.pack("<H", len(modules))]
+def _archive(label, modules):
+    raw_label = label.encode()
+    if len(raw_label) > 255:
+        raise ValueError("label %r is longer than 255 bytes" % label)
+    out = [ARCHIVE_MAGIC, struct.pack("<B", len(raw_label)), raw_label, struct.pack("<H", len(modules))]
     for name in sorted(modules):
         raw_name, source = name.encode(), modules[name].encode()
         out += [struct.pack("<HI", len(raw_name), len(source)), raw_name, source]
     return b"".join(out)
 
 
-def build_image(version, modules, *, size=None, secure_version=0):
+def build_image(label, modules, *, size=None, secure_version=0, app_version="", project_name=""):
     """An ESP32 app image of `size` bytes (a multiple of 16; default: as small as possible)
-    whose firmware is `modules` (module name -> source text)."""
-    archive = _archive(modules)
-    payload = _app_desc(version, secure_version, hashlib.sha256(archive).digest()) + archive
+    whose firmware is `modules` (module name -> source text). `label` names it in the
+    simulator's boot log; `app_version` and `project_name` go into the app descriptor."""
+    archive = _archive(label, modules)
+    payload = _app_desc(app_version, project_name, secure_version, hashlib.sha256(archive).digest()) + archive
     payload += b"\0" * (-len(payload) % 4)
     if size is None:
         seg_len = len(payload)
@@ -54,7 +62,7 @@ def build_image(version, modules, *, size=None, secure_version=0):
         seg_len = size - FIRST_SEGMENT_AT - 16 - 32
         if seg_len < len(payload):
             raise ValueError("image size %d is too small for %d bytes of modules" % (size, len(archive)))
-    filler = random.Random(version).randbytes(seg_len - len(payload))
+    filler = random.Random(label).randbytes(seg_len - len(payload))
     segment = payload + filler
     header = HEADER.pack(IMAGE_MAGIC, 1, 2, 0x20, ENTRY_ADDR, 0xEE, b"\0\0\0", 0, 0, 0, 399, b"", 1)
     body = bytearray(header + SEGMENT.pack(DROM_ADDR, seg_len) + segment)
@@ -89,14 +97,26 @@ def read_app_version(data):
     return read_app_desc(data)[1]
 
 
+def _archive_start(data):
+    """(segment 0, offset of the label's length byte) of the module archive in `data`."""
+    seg = _segment0(data)
+    if bytes(seg[APP_DESC.size:APP_DESC.size + 4]) != ARCHIVE_MAGIC:
+        raise ValueError("the image carries no module archive")
+    return seg, APP_DESC.size + 4
+
+
+def read_label(data):
+    """The label the image was built with (an image or a whole partition's bytes)."""
+    seg, pos = _archive_start(data)
+    return bytes(seg[pos + 1:pos + 1 + seg[pos]]).decode()
+
+
 def read_modules(data):
     """The firmware's modules (name -> source text) carried by the image in `data`."""
-    seg = _segment0(data)
-    pos = APP_DESC.size
-    if bytes(seg[pos:pos + 4]) != ARCHIVE_MAGIC:
-        raise ValueError("the image carries no module archive")
-    (count,) = struct.unpack_from("<H", seg, pos + 4)
-    pos += 6
+    seg, pos = _archive_start(data)
+    pos += 1 + seg[pos]
+    (count,) = struct.unpack_from("<H", seg, pos)
+    pos += 2
     modules = {}
     for _ in range(count):
         name_len, source_len = struct.unpack_from("<HI", seg, pos)

@@ -6,12 +6,16 @@ file is refused here rather than discovered on a board that then cannot update.
 """
 import copy
 import importlib.util
+import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from cryptography import x509
@@ -134,9 +138,33 @@ def read_trust(path):
     return data
 
 
+def wifi_config(ssid, password, *, hostname=None, country=None, ifconfig=None):
+    """The config's `wifi` section (lib/ota/net.py), checked as the ESP32 driver would take it."""
+    if not 1 <= len(ssid.encode()) <= 32:
+        raise ProvisionError("bad Wi-Fi SSID %r: 1 to 32 bytes" % ssid)
+    if password is not None and not 8 <= len(password.encode()) <= 63:
+        raise ProvisionError("the Wi-Fi password must be 8 to 63 characters (WPA2), or use --wifi-open")
+    if hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?", hostname):
+        raise ProvisionError("bad hostname %r: 1 to 32 of A-Z a-z 0-9 -, not starting or ending with -" % hostname)
+    if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+        raise ProvisionError("bad country %r: two capital letters, e.g. DE" % country)
+    if ifconfig is not None:
+        parts = ifconfig.split(",")
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            for part in parts:
+                ipaddress.IPv4Address(part)
+        except ValueError:
+            raise ProvisionError("bad --wifi-ifconfig %r: IP,NETMASK,GATEWAY,DNS" % ifconfig) from None
+        ifconfig = parts
+    return {"ssid": ssid, "password": password, "hostname": hostname, "country": country, "ifconfig": ifconfig}
+
+
 def device_config(device_id, broker, *, board, fleet="default", group=None, tls_client=False, user=None,
-                  password=None, server_hostname=None):
-    """The `ota_config.json` content: every key the device reads, unset ones as null."""
+                  password=None, server_hostname=None, wifi=None):
+    """The `ota_config.json` content: every key the device reads, unset ones as null. `wifi`:
+    a `wifi_config()`, or None when the application brings the network up itself."""
     config = copy.deepcopy(device_defaults())
     if not signing.BOARD_RE.match(board.encode()):
         raise ProvisionError("bad board id %r: 1 to 32 of A-Z a-z 0-9 . _ -" % board)
@@ -149,7 +177,19 @@ def device_config(device_id, broker, *, board, fleet="default", group=None, tls_
         "server_hostname": server_hostname, "user": user, "password": password,
         "keepalive": config["broker"]["keepalive"],
     }
+    config["wifi"] = wifi
     return config
+
+
+INSTALLED_PATH = ".ota/installed"  # lib/ota/installed.py
+
+
+def installed_record(firmware_version, label="ota_0"):
+    """The device's record of what runs in `label` (lib/ota/installed.py), for the firmware a
+    cable put there: official builds leave the app descriptor's version empty, so only the
+    person flashing it knows. A state file as lib/ota/store.py writes it (JSON, CRC-32 trailer)."""
+    data = json.dumps({label: [None, None, firmware_version]}).encode()
+    return data + struct.pack("<I", zlib.crc32(data))
 
 
 def _write_secret(path, data):
@@ -159,7 +199,8 @@ def _write_secret(path, data):
     os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
-def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=ROOT / "main.py"):
+def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=ROOT / "main.py",
+          firmware_version=None):
     """Build `out` as the board's filesystem will be; returns the list of staged paths.
 
     `out` is rebuilt from nothing, so files from an earlier board (another device's key) never
@@ -177,12 +218,14 @@ def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=
     (out / ".ota").mkdir()
     (out / "certs").mkdir()
     (out / signing.TRUST_PATH).write_bytes(trust)
+    if firmware_version:
+        (out / INSTALLED_PATH).write_bytes(installed_record(firmware_version))
     for name, data in sorted(credentials.items()):
         (out / name).write_bytes(data)
     if KEY_FILE in credentials:
         _write_secret(out / KEY_FILE, credentials[KEY_FILE])
     text = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
-    if config["broker"]["password"] is not None:
+    if config["broker"]["password"] is not None or (config.get("wifi") or {}).get("password") is not None:
         _write_secret(out / "ota_config.json", text)
     else:
         (out / "ota_config.json").write_bytes(text)

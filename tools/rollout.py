@@ -117,9 +117,11 @@ class Engine:
         info = self.plan["devices"].get(device)
         if info is None or info["status"] not in ("notified", "in_progress"):
             return
-        if fields.get("release") is None and fields.get("version") == self.plan["version"] \
+        # A device that booted since it confirmed reports the release it runs (its record of the
+        # signed manifest it installed: official builds carry no version in the app descriptor).
+        if fields.get("release") == self.plan["release"] and fields.get("event") == "booted" \
                 and fields.get("state") == "idle" and not fields.get("reason"):
-            fields = dict(fields, release=self.plan["release"], event="confirmed")
+            fields = dict(fields, event="confirmed")
         info = self._ours(device, fields)
         if info is None:
             return

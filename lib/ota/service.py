@@ -6,12 +6,12 @@
         updates.poll()      # fetch, verify, install when allowed; confirm a trial once healthy
         ...                 # the application's own work
 
-It wires the pieces: config → trusted keys → `Updater` → MQTT client (TLS from the config) →
-`Transport`. On a trial boot it confirms the new image once the broker has been reached again
-(the next update must still be able to arrive) and every check passes; it feeds the trial
-watchdog on each poll. An application with its own MQTT client builds `Transport` itself with
+It wires the pieces: config → Wi-Fi (`ota.net`, unless the application manages the radio) →
+trusted keys → `Updater` → MQTT client (TLS from the config) → `Transport`. On a trial boot it
+confirms the new image once the broker has been reached again (the next update must still be
+able to arrive) and every check passes; it feeds the trial watchdog on each poll. An application with its own MQTT client builds `Transport` itself with
 `ota.adapter` instead (see docs/PROTOCOL.md)."""
-from ota import config, policy, trial, trust
+from ota import config, net, policy, trial, trust
 from ota.errors import OTAError
 from ota.transport import Transport
 from ota.updater import Updater
@@ -51,6 +51,7 @@ def _client(cfg):
 class Service:
     def __init__(self, cfg, checks=(), permission=None, client=None):
         self.checks = checks
+        self.link = net.start(cfg.get("wifi"))  # first: the radio connects while the rest loads
         self.updater = Updater(trust.load(), cfg["board"], permission or _permission(cfg["install"]),
                                tick=trial.feed)
         self.transport = Transport(client or _client(cfg), self.updater, cfg["device_id"], cfg["fleet"],
@@ -62,6 +63,8 @@ class Service:
     def poll(self, timeout_ms=100):
         """One round of the update service; call it often from the application's loop."""
         trial.feed()
+        if self.link is not None and not self.link.poll():
+            return  # no Wi-Fi: nothing to reach; a trial that stays offline misses its deadline
         complete = self.transport.poll(timeout_ms)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))

@@ -11,9 +11,8 @@ import time
 import esp32
 import machine
 
-from ota import events, history, otadata, store
+from ota import events, history, installed, otadata, store
 from ota.progress import Progress
-from ota.slot import app_version
 
 _CAUSES = {
     machine.WDT_RESET: "watchdog",
@@ -23,44 +22,86 @@ _CAUSES = {
 
 _wdt = None
 _deadline = None  # set while on trial, cleared by confirmation
+_running = (None, None)  # (release, version) of the running image
 
 
 def _pending():
     return store.read_json(store.PENDING)
 
 
+def running():
+    """(release id, version) of the running image, from the signed manifest it was installed
+    with (see `ota.installed`); (None, None) for an image this device did not install."""
+    return _running
+
+
 def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
-    global _wdt, _deadline
-    running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-    index = otadata.slot_index(running)
-    version = app_version(running)
-    slot = running.info()[4]
+    global _wdt, _deadline, _running
+    part = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
+    index = otadata.slot_index(part)
+    slot = part.info()[4]
+    seq, state = otadata.newest(index) if index is not None else (0, None)
     pending = _pending()
-    if otadata.running_state() == otadata.PENDING_VERIFY:
+    if state not in (None, otadata.VALID, otadata.PENDING_VERIFY):
+        _revert(pending)  # returns only when there is no other image to go back to
+    _running = installed.of(part, seq)
+    on_trial = state not in (None, otadata.VALID)
+    if not on_trial:
+        events.emit("booted", release=_running[0], version=_running[1], slot=slot)
+    if pending is not None and pending["slot"] != index:
+        _settle(pending)  # after `booted`: the state then names the release that rolled back
+        pending = None
+    if on_trial:
         _wdt = machine.WDT(timeout=wdt_ms)
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
-        events.emit("trial", release=pending and pending["release"], target=version, version=version, slot=slot, progress=100)
+        if pending is not None:
+            _running = (pending["release"], pending["version"])
+        events.emit("trial", release=_running[0], target=_running[1], version=_running[1], slot=slot, progress=100)
         return True
-    events.emit("booted", version=version, slot=slot)
-    if pending is None:
-        return False
-    if pending["slot"] == index:
+    if pending is not None:
+        _running = (pending["release"], pending["version"])
         _confirmed(pending)  # confirmed, but the power went before the books were closed
-        return False
+    return False
+
+
+def _settle(pending):
+    """The old image runs again after an install: say why, and whether to try that release again."""
     seq, state = otadata.newest(pending["slot"])
-    if seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID):
+    if pending.get("reverted") or (seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID)):
         reason = pending.get("reason") or _CAUSES.get(machine.reset_cause(), "reset")
         if reason != "power_loss":
             # The firmware failed: never again. A power loss is not its fault: the verified
             # download is still in the slot, and the updater installs it again.
             history.failed(pending["release"])
             Progress.clear()
-        events.emit("rolled_back", release=pending["release"], target=pending["version"], version=version, reason=reason)
+        events.emit("rolled_back", release=pending["release"], target=pending["version"], version=_running[1],
+                    reason=reason)
     # else set_boot() never completed: the download is still whole, the updater finishes it again
     store.remove(store.PENDING)
-    return False
+
+
+def _revert(pending):
+    """Fail closed on a torn otadata state word. A power cut inside an otadata write can leave a
+    state that is neither VALID nor PENDING_VERIFY with seq and CRC intact (the CRC covers only
+    seq); the bootloader boots such an entry with no trial (bootloader_utility.c,
+    bootloader_utility_get_selected_boot_partition() rejects only INVALID and ABORTED). So this
+    image is not trusted: the other slot boots again, and with it the last confirmed firmware."""
+    try:
+        other = esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # type: ignore[arg-type]
+        index = otadata.slot_index(other)
+        if pending is not None:
+            pending["reverted"] = True
+            pending["reason"] = pending.get("reason") or "power_loss"  # not the firmware's fault
+            store.write_json(store.PENDING, pending)
+        before = otadata.newest(index)[0]
+        other.set_boot()
+    except OSError:
+        return  # no other image passes the bootloader's check: run this one on trial
+    installed.moved(other.info()[4], before, otadata.newest(index)[0])
+    events.emit("trial_failed", release=pending and pending["release"], reason="torn_otadata")
+    machine.reset()
 
 
 def in_trial():
@@ -83,8 +124,7 @@ def confirm(checks=()):
     still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
     global _deadline
-    if otadata.running_state() != otadata.PENDING_VERIFY:
-        _deadline = None
+    if _deadline is None and otadata.running_state() != otadata.PENDING_VERIFY:
         return True
     for check in checks:
         try:
@@ -102,14 +142,17 @@ def confirm(checks=()):
 
 
 def _confirmed(pending):
-    running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-    release = pending and pending["release"]
+    part = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
+    release, version = _running
     if pending:
         history.confirmed(release, pending["counter"])
-    Progress.clear()
-    store.remove(store.MANIFEST)
-    store.remove(store.PENDING)
-    events.emit("confirmed", release=release, version=app_version(running), slot=running.info()[4], reason=None)
+    seq = otadata.newest(otadata.slot_index(part))[0]
+    installed.record(part.info()[4], seq, release, version)
+    if pending:  # the download is installed; else (an old image back on trial) it may still be
+        Progress.clear()
+        store.remove(store.MANIFEST)
+        store.remove(store.PENDING)
+    events.emit("confirmed", release=release, version=version, slot=part.info()[4], reason=None)
 
 
 def _fail(reason):
@@ -118,4 +161,6 @@ def _fail(reason):
         pending["reason"] = reason
         store.write_json(store.PENDING, pending)
     events.emit("trial_failed", release=pending and pending["release"], reason=reason)
+    if otadata.running_state() != otadata.PENDING_VERIFY:
+        _revert(pending)  # a torn state word: the bootloader would not roll back by itself
     machine.reset()

@@ -12,11 +12,11 @@ import esp32
 import machine
 from micropython import const
 
-from ota import events, history, manifest, otadata, store
+from ota import events, history, manifest, otadata, store, trial
 from ota.errors import FormatError, IntegrityError, StateError
 from ota.policy import now as install_now
 from ota.progress import Progress, test_bit
-from ota.slot import SECTOR, Slot, app_version
+from ota.slot import SECTOR, Slot
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
 
@@ -29,7 +29,7 @@ class Updater:
         self.clock = clock  # seconds since 1970 when the device has a trusted clock
         self.tick = tick  # called during long work, e.g. to feed a watchdog
         running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-        self.version = app_version(running)
+        self.version = trial.running()[1]  # from the signed manifest it was installed with
         self.target = running.get_next_update()
         self.manifest = None
         self.progress = None
@@ -53,7 +53,7 @@ class Updater:
     def offer(self, blob):
         """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
         when there is nothing to do (the release runs already, or it rolled back before)."""
-        if otadata.running_state() == otadata.PENDING_VERIFY:
+        if trial.in_trial() or otadata.running_state() == otadata.PENDING_VERIFY:
             raise StateError("unconfirmed", "the running image is on trial")
         try:
             m = self._check(blob)

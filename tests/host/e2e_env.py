@@ -11,6 +11,7 @@ from pipeline_env import FW_HEALTHY
 from releases import Signer
 from tools import broker as host_broker
 from tools.cmd_publish import fleet_status
+from tools.provision import INSTALLED_PATH, installed_record
 
 
 APPS = {"main.py": "main.py", "mqtt_app.py": "boards/unix/sim_main.py"}  # app name -> file in the repository
@@ -36,7 +37,8 @@ class Fleet:
         broker_cfg = {"host": self.broker.host, "port": self.broker.port, "tls": self.broker.tls,
                       "server_hostname": "localhost", "keepalive": 10}
         files = {"boot.py": (ROOT / "boot.py").read_text(), "main.py": (ROOT / APPS.get(app, "tests/host/apps/" + app)).read_text(),
-                 ".ota/trust.bin": self.signer.trust.read_bytes()}
+                 ".ota/trust.bin": self.signer.trust.read_bytes(),
+                 INSTALLED_PATH: installed_record("1.0.0")}  # as `mpota provision --firmware-version` writes it
         if self.broker.tls:  # DER, the form MicroPython's tls module loads on every port
             broker_cfg["ca"] = "certs/ca.der"
             files["certs/ca.der"] = ca or self.broker.pki.ca_der

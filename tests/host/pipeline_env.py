@@ -5,6 +5,7 @@ import re
 
 from mpunix import ROOT, install_mpy
 from releases import Signer
+from tools.provision import INSTALLED_PATH, installed_record
 from tools.fwimage import FW_HEALTHY, FW_UNHEALTHY  # noqa: F401  (re-exported for the tests)
 
 FW_HANGS = "def start():\n    while True:\n        pass\n\ndef healthy():\n    return True\n"
@@ -33,6 +34,7 @@ class PipelineBoard:
             "app.json": json.dumps(app or {"seed": 1, "duplicates": 50}),
             "ota_config.json": json.dumps({"wdt_ms": wdt_ms, "confirm_within_ms": confirm_within_ms}),
             ".ota/trust.bin": signer.trust.read_bytes(),
+            INSTALLED_PATH: installed_record("1.0.0"),  # as `mpota provision --firmware-version` writes it
         })
 
     def stage(self, blob, image):

@@ -198,10 +198,11 @@ class Firmware:
 
     build = staticmethod(fwimage.build_image)
     version_of = staticmethod(fwimage.read_app_version)
+    label_of = staticmethod(fwimage.read_label)
     modules_of = staticmethod(fwimage.read_modules)
 
-    def __call__(self, version, modules=None, *, size=None, secure_version=0):
-        return fwimage.build_image(version, modules or {}, size=size, secure_version=secure_version)
+    def __call__(self, label, modules=None, **options):
+        return fwimage.build_image(label, modules or {}, **options)
 
 
 @pytest.fixture

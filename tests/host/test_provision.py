@@ -29,7 +29,7 @@ PORT = "/dev/ttyUSB0"
 CLEAN = provision.CLEAN_OLD_PACKAGE
 MAIN = "import ota, ota.config, ota.trust\ncfg = ota.config.load()\n" \
        "print('PROVISIONED', cfg['device_id'], cfg['broker']['host'], len(ota.trust.load()), ota.__file__)\n"
-SCHEMA = {"device_id", "board", "fleet", "group", "root", "broker", "wdt_ms", "confirm_within_ms", "install"}
+SCHEMA = {"device_id", "board", "fleet", "group", "root", "broker", "wdt_ms", "confirm_within_ms", "install", "wifi"}
 BROKER_SCHEMA = {"host", "port", "tls", "ca", "cert", "key", "server_hostname", "user", "password", "keepalive"}
 
 

@@ -18,6 +18,9 @@ BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 COVERED = {
     "make demo": "tests/host/test_demo.py",
     "make test": ".ci/run (CI runs exactly this)",
+    "make -C ports/esp32 BOARD=ESP32_GENERIC BOARD_VARIANT=OTA FROZEN_MANIFEST=/path/to/micropython-ota/manifest.py":
+        "tests/host/test_freeze_manifest.py (the manifest; the build itself needs ESP-IDF) and "
+        "tests/host/test_agent_survives.py (a release with ota frozen in)",
 }
 
 
@@ -51,7 +54,7 @@ def test_readme_sh_blocks_run_as_written(mosquitto, tmp_path):
     lines = [c for body in blocks("sh") for c in commands(body)]
     assert len(lines) >= 9
     script = "set -euo pipefail\n" + "\n".join(lines).replace("mqtt.example.com:8883", "127.0.0.1:%d" % broker.port)
-    env = dict(os.environ, MPOTA_KEY_PASSWORD="correct horse battery staple",
+    env = dict(os.environ, MPOTA_KEY_PASSWORD="correct horse battery staple", MPOTA_WIFI_PASSWORD="wifi passphrase",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     proc = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -59,6 +62,10 @@ def test_readme_sh_blocks_run_as_written(mosquitto, tmp_path):
     assert "esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash -z 0x1000" in out
     assert "mpremote connect /dev/ttyUSB0 fs cp -r" in out
     assert (work / "staging/sensor-01/lib/ota/updater.mpy").exists()
+    import json
+
+    config = json.loads((work / "staging/sensor-01/ota_config.json").read_text())
+    assert config["wifi"]["ssid"] == "home" and config["wifi"]["password"] == "wifi passphrase"
     # The release reached the broker: its manifest and chunks are retained there.
     from tools import broker as host_broker
     from tools import signing

@@ -145,9 +145,17 @@ def test_retained_state_tells_what_happened_while_no_runner_listened(fleet):
     assert p["devices"]["d00"]["status"] == "succeeded"
     assert p["devices"]["d01"]["status"] == "rolled_back" and p["devices"]["d01"]["reason"] == "watchdog"
     e2 = rollout.Engine(plan(fleet, rid="r2"))
-    e2.step(0, ALL_ONLINE)  # a device that rebooted since: its state names no release, only the version
-    e2.state("d00", {"state": "idle", "release": None, "version": "2.0.0", "event": "booted"}, 5)
+    e2.step(0, ALL_ONLINE)  # a device that rebooted since: its state names the release it runs
+    e2.state("d00", {"state": "idle", "release": RID, "version": "2.0.0", "event": "booted"}, 5)
     assert e2.plan["devices"]["d00"]["status"] == "succeeded"
+    # Success is decided by release id, never by a version string (official builds report none).
+    e3 = rollout.Engine(plan(fleet, rid="r3"))
+    e3.step(0, ALL_ONLINE)
+    e3.state("d00", {"state": "idle", "release": None, "version": "2.0.0", "event": "booted"}, 5)
+    e3.state("d01", {"state": "idle", "release": "0" * 16, "version": "2.0.0", "event": "booted"}, 5)
+    assert [e3.plan["devices"][d]["status"] for d in ("d00", "d01")] == ["notified", "notified"]
+    e3.state("d00", {"state": "idle", "release": RID, "version": None, "event": "booted"}, 5)
+    assert e3.plan["devices"]["d00"]["status"] == "succeeded"
 
 
 def test_plan_checks():

@@ -25,7 +25,8 @@ def mpota(*args):
 @pytest.mark.parametrize("size", [None, 64 * 1024, 0x180000])
 def test_esptool_says_built_images_are_valid(tmp_path, firmware, size):
     path = tmp_path / "fw.bin"
-    path.write_bytes(firmware("1.4.2", {"_boot": "print('hi')\n", "pkg.__init__": ""}, size=size, secure_version=3))
+    path.write_bytes(firmware("a", {"_boot": "print('hi')\n", "pkg.__init__": ""}, size=size, secure_version=3,
+                              app_version="1.4.2", project_name="micropython"))
     out = image_info(path)
     assert "Detected image type: ESP32" in out
     assert "Checksum:" in out and "(valid)" in out.split("Checksum:")[1].splitlines()[0]
@@ -47,9 +48,9 @@ def test_esptool_flags_corrupted_images(tmp_path, firmware, offset):
 
 def test_app_descriptor_and_modules_round_trip(firmware):
     modules = {"_boot": "import machine\n", "ota.core": "VERSION = 2\n"}
-    image = firmware("2.0.0-rc1", modules, size=8192, secure_version=7)
+    image = firmware("2.0.0-rc1", modules, size=8192, secure_version=7, app_version="2.0.0")
     partition = image + b"\xff" * 4096  # what readblocks over the whole slot returns
-    assert firmware.version_of(partition) == "2.0.0-rc1"
+    assert firmware.label_of(partition) == "2.0.0-rc1" and firmware.version_of(partition) == "2.0.0"
     assert firmware.modules_of(partition) == modules
     assert struct.unpack_from("<II", image, 32) == (0xABCD5432, 7)
     assert firmware("2.0.0", size=8192) == firmware("2.0.0", size=8192)  # deterministic filler
@@ -58,7 +59,17 @@ def test_app_descriptor_and_modules_round_trip(firmware):
     with pytest.raises(ValueError):
         firmware("1.0.0", size=100)
     with pytest.raises(ValueError):
-        firmware("x" * 32)
+        firmware("x", app_version="x" * 32)
+
+
+def test_descriptor_version_and_project_name_are_empty_by_default(tmp_path, firmware):
+    """As in official MicroPython builds: nothing may rely on them."""
+    image = firmware("1.0.0", {"m": "x = 1\n"})
+    assert firmware.version_of(image) == "" and firmware.label_of(image) == "1.0.0"
+    path = tmp_path / "fw.bin"
+    path.write_bytes(image)
+    out = image_info(path)
+    assert "App version: \n" in out or "App version:\n" in out, out
 
 
 def test_cli_image_new_run(tmp_path):

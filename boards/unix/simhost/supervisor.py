@@ -208,7 +208,8 @@ class Supervisor:
     def _extract(self, flash, row):
         """Lay out what the VM mounts at /.sim: `hw` (the simulated hardware modules), `fw`
         (the board glue and micropython-lib packages every image freezes, then the loaded
-        image's own modules, which win), `inbox` (the host's filesystem folder), `share`
+        image's own modules, which win; returns its label, the descriptor's version being empty on
+        official builds), `inbox` (the host's filesystem folder), `share`
         (`<flash>.share`, files offered from outside the board) and `host` (the flash file's
         folder, where the test side keeps files that steer simulated hardware)."""
         image = bytearray(row[4])
@@ -234,7 +235,7 @@ class Supervisor:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(source)
         try:
-            return fwimage.read_app_version(image) or "?"
+            return fwimage.read_label(image) or "?"
         except ValueError:
             return "?"
 
