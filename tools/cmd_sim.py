@@ -98,13 +98,13 @@ def register(subparsers):
 
     p = sub.add_parser("new", help="make a factory-fresh board: erased flash, FIRMWARE in ota_0")
     p.add_argument("--flash", required=True, help="flash file to create (4 MiB)")
-    p.add_argument("--fs", required=True, help="folder for the board's filesystem (boot.py, main.py, lib/)")
+    p.add_argument("--fs", required=True, help="the board's inbox folder: files put there (boot.py, main.py, lib/) are moved onto its LittleFS at the next boot")
     p.add_argument("--firmware", required=True, help="app image to put in ota_0, as esptool would")
     p.set_defaults(func=cmd_new)
 
     p = sub.add_parser("run", help="power the board on and run its boot loop")
     p.add_argument("--flash", required=True, help="the board's flash file")
-    p.add_argument("--fs", required=True, help="the board's filesystem folder")
+    p.add_argument("--fs", required=True, help="the board's inbox folder (moved onto its LittleFS at boot)")
     p.add_argument("--heapsize", default="100K", help="MicroPython heap (default 100K, an ESP32 without PSRAM)")
     p.add_argument("--halt-on-idle", action="store_true",
                    help="exit 0 when main.py has finished and no watchdog is armed")
@@ -118,7 +118,7 @@ def register(subparsers):
                        "/dev/pts/7); `mpremote connect PATH ...` then talks to it as to a board on USB. "
                        "Runs until killed.")
     p.add_argument("--flash", required=True, help="the board's flash file")
-    p.add_argument("--fs", required=True, help="the board's filesystem folder (the device's current directory)")
+    p.add_argument("--fs", required=True, help="the board's inbox folder (moved onto its LittleFS at boot)")
     p.add_argument("--heapsize", default="100K", help="MicroPython heap (default 100K, an ESP32 without PSRAM)")
     p.add_argument("--uid", help="machine.unique_id() as 12 hex digits (default: derived from --flash)")
     p.set_defaults(func=cmd_board)

@@ -39,12 +39,13 @@ class PipelineBoard:
         })
 
     def stage(self, blob, image, signed_image=None):
-        """Put a release on the board's filesystem, where main.py picks it up: its manifest, its
-        image, and its digest table as the device keeps it (index, then every chunk's digest).
+        """Offer a release from outside the board (its filesystem is too small for a full slot),
+        where main.py picks it up: its manifest, its image, and its digest table as the device
+        keeps it (index, then every chunk's digest).
         `signed_image`: the image the table is made from, when `image` is a tampered copy."""
         fields = signing.parse_blob(blob)[2]
         table = b"".join(signing.chunk_messages(fields, signed_image or image)[fields["chunk_count"]:])
-        self.device.write_files({"release/manifest.bin": blob, "release/image.bin": image, "release/table.bin": table})
+        self.device.share_files({"release/manifest.bin": blob, "release/image.bin": image, "release/table.bin": table})
 
     def events(self, text=None):
         """(kind, fields) of every complete EVENT line (a power cut can leave the last one torn)."""

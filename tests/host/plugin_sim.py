@@ -1,5 +1,6 @@
 """Fixtures for the ESP32 simulator: whole boards (`sim_device`), firmware images (`firmware`)
 and one-off snippets against a flash file without the boot loop (`sim_snippet`)."""
+import os
 import re
 import shutil
 import subprocess
@@ -14,13 +15,13 @@ import mpunix
 from mpunix import LIB, ROOT, SIM_MODULES
 
 sys.path.insert(0, str(ROOT / "boards" / "unix"))
-from simhost import PARTITIONS, supervisor  # noqa: E402
+from simhost import PARTITIONS, boardfs, supervisor  # noqa: E402
 import sim_flash  # noqa: E402  (on the path through simhost)
 import sim_otadata  # noqa: E402
 from tools import fwimage  # noqa: E402
 
 BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) slot=(\S+) cause=(\S+) version=(\S+) state=(\S+)$", re.M)
-TABLE = sim_flash.load_table(str(PARTITIONS))
+TABLE = sim_flash.add_vfs(sim_flash.load_table(str(PARTITIONS)))  # as the port's start-up
 
 
 def partition(label):
@@ -67,6 +68,28 @@ class SimDevice:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(text if isinstance(text, bytes) else text.encode())
 
+    def share_files(self, files):
+        """Offer files to the board from outside its filesystem (read-only at /.sim/share)."""
+        share = Path(str(self.flash) + ".share")
+        for name, data in files.items():
+            path = share / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    def read_file(self, path):
+        """A file from the board's own filesystem (LittleFS in its flash); the board must be off."""
+        assert self.proc is None, "power the board off first"
+        return boardfs.read(self.flash, path)
+
+    def listdir(self, path="/"):
+        assert self.proc is None, "power the board off first"
+        return boardfs.listdir(self.flash, path)
+
+    def remove_path(self, path):
+        """Delete a file or folder from the board's filesystem; the board must be off."""
+        assert self.proc is None, "power the board off first"
+        boardfs.remove(self.flash, path)
+
     def install_lib(self):
         """Copy the project's device package (lib/) into the board's /lib, as a maker would."""
         shutil.copytree(LIB, self.fs / "lib", dirs_exist_ok=True)
@@ -82,10 +105,12 @@ class SimDevice:
             cmd += ["--timeout", str(timeout)]
         return cmd
 
-    def start(self, *, halt_on_idle=False, max_boots=None, timeout=None):
-        """Power the board on in the background (its own process group)."""
+    def start(self, *, halt_on_idle=False, max_boots=None, timeout=None, env=None):
+        """Power the board on in the background (its own process group). `env` adds variables
+        for the supervisor: OTASIM_TEAR_PLAN, OTASIM_TRACE_FLASH (boards/unix/simhost)."""
         assert self.proc is None, "the device is already running"
         self.proc = subprocess.Popen(self._command(halt_on_idle, max_boots, timeout), cwd=ROOT,
+                                     env=dict(os.environ, **(env or {})),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
@@ -132,9 +157,9 @@ class SimDevice:
         self.proc = None
         self.console += "\n[test] power cut\n"
 
-    def run(self, timeout=30, halt_on_idle=True, max_boots=None):
+    def run(self, timeout=30, halt_on_idle=True, max_boots=None, env=None):
         """Power on, run until the board halts (or `timeout` seconds), return the console."""
-        self.start(halt_on_idle=halt_on_idle, max_boots=max_boots, timeout=timeout)
+        self.start(halt_on_idle=halt_on_idle, max_boots=max_boots, timeout=timeout, env=env)
         return self.wait(timeout + 30)
 
     def read_partition(self, label):

@@ -109,7 +109,7 @@ FW_OFFERS_DURING_TRIAL = (
     "    from ota.errors import OTAError\n"
     "    from ota.updater import Updater\n"
     "    try:\n"
-    "        Updater(trust.load(), 'esp32-generic').offer(open('release/manifest.bin', 'rb').read())\n"
+    "        Updater(trust.load(), 'esp32-generic').offer(open('/.sim/share/release/manifest.bin', 'rb').read())\n"
     "    except OTAError as exc:\n"
     "        print('TRIAL REFUSED', exc.reason)\n\n"
     "def healthy():\n"

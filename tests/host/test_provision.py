@@ -401,5 +401,5 @@ def test_staged_board_boots_from_the_mpy_files(inputs, capsys, sim_device, firmw
     device = sim_device(firmware("1.0.0"), files, heapsize="160K")  # as the pipeline tests: 64-bit objects
     console = device.run(timeout=30)
     assert "Traceback" not in console, console
-    assert "PROVISIONED dev-7 mqtt.example.com 1 lib/ota/__init__.mpy" in console
+    assert "PROVISIONED dev-7 mqtt.example.com 1 /lib/ota/__init__.mpy" in console  # sys.path has /lib
     assert [b["version"] for b in device.boot_log()] == ["1.0.0"]

@@ -15,7 +15,8 @@ def state():
     except OSError:
         return ''
 def save(s):
-    open('state', 'w').write(s)
+    with open('state', 'w') as f:  # LittleFS commits on close: reset() right after must not lose it
+        f.write(s)
 running = P(P.RUNNING)
 print('running', running.info()[4], 'cause', machine.reset_cause())
 """
@@ -232,7 +233,7 @@ import time
 nxt = running.get_next_update()
 buf = bytearray(4096)
 with open('v2.bin', 'rb') as f:
-    for i in range(384):
+    for i in range(160):
         f.readinto(buf)
         nxt.writeblocks(i, buf)
         if i % 16 == 0:
@@ -240,15 +241,15 @@ with open('v2.bin', 'rb') as f:
             time.sleep_ms(5)
 print('written')
 """
-    device = sim_device(v1, {"main.py": main, "v2.bin": firmware("2.0.0", size=384 * 4096)})
+    device = sim_device(v1, {"main.py": main, "v2.bin": firmware("2.0.0", size=160 * 4096)})
     ota_0 = device.read_partition("ota_0")
     otadata = device.otadata()
     device.start()
-    device.wait_for(r"^block 160$")
+    device.wait_for(r"^block 80$")
     device.power_cut()
     assert "written" not in device.console
     ota_1 = device.read_partition("ota_1")
-    assert ota_1[:160 * 4096] != b"\xff" * 160 * 4096 and ota_1[-4096:] == b"\xff" * 4096
+    assert ota_1[:80 * 4096] != b"\xff" * 80 * 4096 and ota_1[-4096:] == b"\xff" * 4096
     assert device.read_partition("ota_0") == ota_0
     device.write_files({"main.py": STATE})
     console = device.run()
@@ -259,13 +260,35 @@ print('written')
     assert [(e["seq"], e["state_name"]) for e in device.otadata()] == [(1, "VALID"), (0xFFFFFFFF, "UNDEFINED")]
 
 
-def test_boot_py_error_is_printed_and_main_still_runs(sim_device, firmware):
-    device = sim_device(firmware("1.0.0", {"_boot": "print('frozen boot')\nimport fwmod\n", "fwmod": "print('frozen module')\n"}),
-                        {"boot.py": "print('boot')\nraise ValueError('bad boot')\n", "main.py": "print('main')\n"})
+def test_boot_py_error_means_main_py_does_not_run(sim_device, firmware):
+    """ports/esp32/main.c (v1.22 on): main.py runs only when boot.py ended without an exception."""
+    device = sim_device(firmware("1.0.0", {"fwmod": "print('frozen module')\n"}),
+                        {"boot.py": "import fwmod\nprint('boot')\nraise ValueError('bad boot')\n",
+                         "main.py": "print('main')\n"})
     console = device.run()
-    assert console.index("frozen boot") < console.index("frozen module") < console.index("\nboot\n") < console.index("\nmain")
-    assert "ValueError: bad boot" in console
-    assert 'File "boot.py", line 2' in console
+    assert console.index("Performing initial setup") < console.index("frozen module") < console.index("\nboot\n")
+    assert "ValueError: bad boot" in console and 'File "boot.py", line 3' in console
+    assert "\nmain" not in console
+    assert console.rstrip().endswith("[sim] halt reason=idle boots=1")
+    device.write_files({"boot.py": "print('boot ok')\n"})
+    seen = len(console)
+    assert "\nmain\n" in device.run()[seen:]
+
+
+def test_first_boot_sets_up_the_filesystem_as_inisetup_does(sim_device, firmware):
+    """A fresh board: frozen _boot cannot mount the erased vfs partition, so inisetup makes a
+    LittleFS v2 filesystem with a boot.py; the next boot just mounts it."""
+    device = sim_device(firmware("1.0.0"))
+    device.write_files({"main.py": "import os, vfs\nprint(sorted(os.listdir('/')), vfs.mount())\n"
+                                   "print(repr(open('boot.py').read()))\n"})
+    first = device.run()
+    assert first.count("Performing initial setup") == 1
+    assert "['.sim', 'boot.py', 'main.py'] [(<VfsPosix>, '/.sim'), (<VfsLfs2>, '/')]" in first
+    assert "'# This file is executed on every boot (including wake-boot from deepsleep)\\n#import esp" in first
+    seen = len(first)
+    assert "Performing initial setup" not in device.run()[seen:]
+    fs = device.read_partition("vfs")
+    assert b"littlefs" in fs[:4096] and len(fs) == 0xF0000
 
 
 def test_soft_reset_keeps_the_slot_and_the_watchdog(sim_device, firmware):

@@ -73,21 +73,21 @@ def test_descriptor_version_and_project_name_are_empty_by_default(tmp_path, firm
 
 
 def test_cli_image_new_run(tmp_path):
-    (tmp_path / "boot_fw.py").write_text("import machine\nprint('fw _boot', machine.reset_cause())\n")
+    (tmp_path / "fwinfo.py").write_text("import machine\nprint('fw module', machine.reset_cause())\n")
     fw = tmp_path / "fw.bin"
-    out = mpota("sim", "image", "--version", "3.1.4", "--module", "_boot=%s" % (tmp_path / "boot_fw.py"),
+    out = mpota("sim", "image", "--version", "3.1.4", "--module", "fwinfo=%s" % (tmp_path / "fwinfo.py"),
                 "--size", "64K", "-o", str(fw))
     assert out.returncode == 0, out.stderr
     assert fw.stat().st_size == 65536 and "(valid)" in image_info(fw)
     flash, fs = tmp_path / "board" / "flash.bin", tmp_path / "board" / "fs"
     assert mpota("sim", "new", "--flash", str(flash), "--fs", str(fs), "--firmware", str(fw)).returncode == 0
     assert flash.stat().st_size == 4 * 1024 * 1024
-    (fs / "main.py").write_text("print('main here')\n")
+    (fs / "main.py").write_text("import fwinfo\nprint('main here')\n")
     run = mpota("sim", "run", "--flash", str(flash), "--fs", str(fs), "--halt-on-idle", "--timeout", "20")
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert "[sim] boot 1 slot=ota_0 cause=PWRON_RESET version=3.1.4 state=VALID" in lines
-    assert lines[-3:] == ["fw _boot 1", "main here", "[sim] halt reason=idle boots=1"]
+    assert lines[-4:] == ["Performing initial setup", "fw module 1", "main here", "[sim] halt reason=idle boots=1"]
 
 
 def test_cli_errors(tmp_path):

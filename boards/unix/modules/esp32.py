@@ -1,13 +1,16 @@
 """`esp32.Partition` as the ESP32 port has it, over the simulated flash.
 
 The device's flash file is OTASIM_FLASH, its partition table OTASIM_PARTITIONS (default: the
-ESP32_GENERIC OTA table) and the slot the bootloader loaded OTASIM_RUNNING (default ota_0).
+ESP32_GENERIC OTA table, plus the "vfs" partition the port's start-up adds) and the slot the
+bootloader loaded OTASIM_RUNNING (default ota_0). OTASIM_TEAR="<op> <seed>" plans a power cut
+inside flash operation <op> of this run; OTASIM_TRACE=1 reports every flash operation.
 Errors are the port's: OSError(-esp_err, name), OSError(ENOENT) for a missing partition.
 """
 import errno
 import os
 
 import sim_flash
+import sim_link
 import sim_otadata
 from sim_flash import SECTOR, SUBTYPE_ANY, TYPE_APP, TYPE_DATA, esp_error
 
@@ -25,9 +28,37 @@ def _device():
         if not path:
             raise OSError(errno.ENOENT, "OTASIM_FLASH is not set")
         table = os.getenv("OTASIM_PARTITIONS") or _here() + "/../../esp32/partitions-4MiB-ota.csv"
-        _board.append(sim_flash.Flash(path))
-        _board.append(sim_flash.load_table(table))
+        flash = sim_flash.Flash(path, _planned_tear())
+        flash.on_cut = _power_cut
+        if os.getenv("OTASIM_TRACE"):
+            flash.trace = _trace
+        _board.append(flash)
+        _board.append(sim_flash.add_vfs(sim_flash.load_table(table)))
     return _board[0], _board[1]
+
+
+def _planned_tear():
+    spec = os.getenv("OTASIM_TEAR")
+    if not spec:
+        return None
+    at, seed = spec.split()
+    return sim_flash.Tear(int(at), int(seed))
+
+
+def _where(addr):
+    for row in _board[1] if len(_board) > 1 else ():
+        if row[3] <= addr < row[3] + row[4]:
+            return row[0]
+    return "-"
+
+
+def _trace(kind, addr):
+    sim_link.send("op %s %s" % (kind, _where(addr)))
+
+
+def _power_cut(kind, addr):
+    """The planned cut: the half-done operation is in the flash file; the board goes dark."""
+    sim_link.halt("powercut %s %s 0x%x" % (kind, _where(addr), addr))
 
 
 def _io(row):
@@ -46,9 +77,12 @@ def _boot_row():
     if io is None:
         return None
     slot = sim_otadata.boot_slot(sim_otadata.read(io), len(slots))
-    if slot == sim_otadata.FACTORY:
-        factory = sim_flash.find(table, TYPE_APP, 0)
-        return factory[0] if factory else None
+    if slot == sim_otadata.FACTORY:  # find_default_boot_partition(): factory, ota_0.., test
+        for subtype in [0] + [s[2] for s in slots] + [0x20]:
+            rows = sim_flash.find(table, TYPE_APP, subtype)
+            if rows:
+                return rows[0]
+        return None
     return slots[slot] if slot < len(slots) else None
 
 
@@ -69,7 +103,10 @@ class Partition:
     TYPE_APP = TYPE_APP
     TYPE_DATA = TYPE_DATA
 
-    def __init__(self, id, block_size=SECTOR):
+    def __init__(self, id, *more):  # the port takes no keyword arguments here
+        if len(more) > 1:
+            raise TypeError("function expected at most 2 arguments, got %d" % (1 + len(more)))
+        block_size = more[0] if more else SECTOR
         if isinstance(id, int):
             if id == Partition.BOOT:
                 row = _boot_row()
@@ -99,6 +136,8 @@ class Partition:
         r = self._row
         return (r[1], r[2], r[3], r[4], r[0], False)
 
+    # readblocks/writeblocks take keywords here (the port does not): *args would cost a heap
+    # allocation per call, and the filesystem calls them for every block it touches.
     def readblocks(self, block_num, buf, offset=0):
         self._io.read(block_num * self._block_size + offset, buf)
 

@@ -34,9 +34,13 @@ def reset():
     sim_link.halt("reset")
 
 
-def deepsleep(ms=0):
-    """Sleep `ms` milliseconds (0: forever, nothing wakes it), then boot as from reset."""
-    sim_link.halt("deepsleep %d" % max(0, ms))
+def deepsleep(*ms):
+    """Sleep `ms` milliseconds, then boot with DEEPSLEEP_RESET; with no argument nothing wakes
+    the board (the port arms the timer only when given a time, so 0 wakes at once). Positional
+    only, as on the port."""
+    if len(ms) > 1:
+        raise TypeError("function expected at most 1 arguments, got %d" % len(ms))
+    sim_link.halt("deepsleep %d" % max(0, ms[0]) if ms else "deepsleep forever")
 
 
 def reset_cause():

@@ -2,8 +2,9 @@
 
 Shared by the device (MicroPython) and the host supervisor (CPython), so it uses only what
 both have. The flash is one host file; every write goes straight to it (no buffering), so a
-power cut (SIGKILL) leaves exactly what was written so far. Errors are the OSError values the
-esp32 port raises: OSError(-esp_err, name).
+power cut (SIGKILL) leaves exactly what was written so far. A planned cut (`Tear`) stops the
+flash inside one page program or sector erase and leaves that page or sector half done, as NOR
+flash does. Errors are the OSError values the esp32 port raises: OSError(-esp_err, name).
 """
 import sys
 
@@ -36,7 +37,13 @@ _DATA_SUBTYPES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_
 
 
 def esp_error(code):
-    """The exception MicroPython's check_esp_err() raises for an esp_err_t."""
+    """The exception MicroPython's check_esp_err() raises for an esp_err_t. With the heap
+    locked it cannot make the name string and raises a bare OSError: the esp32 port has no
+    emergency exception buffer for the arguments (its size is 0 unless the program sets one)."""
+    try:
+        bytearray(1)
+    except MemoryError:
+        return OSError()
     return OSError(-code, _NAMES.get(code, "ESP_ERR_0x%x" % code))
 
 
@@ -82,6 +89,17 @@ def load_table(path):
     return table
 
 
+def add_vfs(table):
+    """The esp32 port's start-up (main.c, MICROPY_BOARD_STARTUP): with no "vfs" or "ffat"
+    partition in the table, a data/fat "vfs" partition covers the flash after the last one."""
+    if [p for p in table if p[1] == TYPE_DATA and p[0] in ("vfs", "ffat")]:
+        return table
+    end = max(p[3] + p[4] for p in table) if table else 0
+    if 0 < end < FLASH_SIZE:
+        return table + [("vfs", TYPE_DATA, _DATA_SUBTYPES["fat"], end, FLASH_SIZE - end)]
+    return table
+
+
 def find(table, ptype=TYPE_APP, subtype=SUBTYPE_ANY, label=None):
     """esp_partition_find(): matching rows in table order."""
     return [p for p in table if p[1] == ptype and subtype in (SUBTYPE_ANY, p[2])
@@ -94,16 +112,52 @@ def ota_slots(table):
     return sorted(slots, key=lambda p: p[2])
 
 
-class Flash:
-    """A NOR flash in a host file: writes can only clear bits, erase sets a sector to 0xFF."""
+class PowerCut(Exception):
+    """The planned power cut happened (host side: the bootloader's own flash writes)."""
 
-    def __init__(self, path):
+
+class Tear:
+    """A planned power cut inside flash operation number `at` (0-based, page programs and
+    sector erases counted), which is left half done. A NOR chip works on many cells at once and
+    each cell takes its own time, so the cut leaves every 32-bit word of the page or sector
+    done, untouched, or with a random part of its bits changed; `seed` decides which."""
+
+    def __init__(self, at, seed):
+        self.left = at
+        self.seed = seed & 0x7FFFFFFF or 1
+
+    def _next(self):
+        self.seed = (self.seed * 1103515245 + 12345) & 0x7FFFFFFF  # an LCG: same on both Pythons
+        return self.seed >> 16
+
+    def mask(self, n):
+        """Which bits of n bytes the operation reached: per word all (5/8), none (1/8), some."""
+        out = bytearray(n)
+        for w in range(0, n, 4):
+            kind = self._next() & 7
+            for i in range(w, min(w + 4, n)):
+                out[i] = 0xFF if kind < 5 else 0 if kind == 5 else self._next() & 0xFF
+        return out
+
+
+class Flash:
+    """A NOR flash in a host file: writes can only clear bits, erase sets a sector to 0xFF.
+
+    `tear` (a Tear) plans a power cut; `on_cut(kind, addr)` is then called after the half-done
+    operation and must not return (default: raise PowerCut). `trace(kind, addr)`, when set, is
+    told of every operation ("p" page program, "e" sector erase) before it happens."""
+
+    def __init__(self, path, tear=None):
         if sys.implementation.name == "micropython":
             self._f = open(path, "r+b")  # the unix port's files are unbuffered already
         else:
             self._f = open(path, "r+b", buffering=0)
         self._page = bytearray(PAGE)
         self._erased = b"\xff" * PAGE
+        self.tear = tear
+        self.on_cut = None
+        self.trace = None
+        self.ops = 0
 
     def close(self):
         self._f.close()
@@ -111,13 +165,34 @@ class Flash:
     def read(self, addr, buf):
         """Fill buf from addr."""
         self._f.seek(addr)
+        got = self._f.readinto(buf)
+        if got == len(buf):
+            return
         mv = memoryview(buf)
-        got = 0
         while got < len(mv):
             n = self._f.readinto(mv[got:])
             if not n:
                 raise OSError(5, "flash file too short")
             got += n
+
+    def _op(self, kind, addr):
+        """Count one operation; True when the planned cut falls inside it."""
+        self.ops += 1
+        if self.trace is not None:
+            self.trace(kind, addr)
+        tear = self.tear
+        if tear is None:
+            return False
+        if tear.left:
+            tear.left -= 1
+            return False
+        return True
+
+    def _cut(self, kind, addr):
+        self.tear = None
+        if self.on_cut is not None:
+            self.on_cut(kind, addr)
+        raise PowerCut("%s 0x%x" % (kind, addr))
 
     def write(self, addr, data):
         """Program data at addr one NOR page at a time: new = old AND data."""
@@ -128,17 +203,37 @@ class Flash:
             old = memoryview(self._page)[:n]
             self.read(addr + done, old)
             chunk = data[done:done + n]
-            if old != memoryview(self._erased)[:n]:
-                chunk = (int.from_bytes(old, "big") & int.from_bytes(chunk, "big")).to_bytes(n, "big")
+            torn = self._op("p", addr + done)
+            if torn or old != memoryview(self._erased)[:n]:
+                new = int.from_bytes(old, "big") & int.from_bytes(chunk, "big")
+                if torn:  # only some of the bits that should go to 0 got there
+                    cleared = int.from_bytes(old, "big") & ~new
+                    new = int.from_bytes(old, "big") & ~(cleared & int.from_bytes(self.tear.mask(n), "big"))
+                chunk = new.to_bytes(n, "big")
             self._f.seek(addr + done)
             self._f.write(chunk)
+            if torn:
+                self._cut("p", addr + done)
             done += n
 
     def erase(self, addr, size):
         """Set whole sectors to 0xFF (addr and size are sector multiples)."""
-        self._f.seek(addr)
-        for _ in range(size // PAGE):
-            self._f.write(self._erased)
+        for sector in range(addr, addr + size, SECTOR):
+            if self._op("e", sector):
+                self._tear_erase(sector)
+            self._f.seek(sector)
+            for _ in range(SECTOR // PAGE):
+                self._f.write(self._erased)
+
+    def _tear_erase(self, sector):
+        """A sector erase cut short: some bits of it are 1 already, the rest as they were."""
+        for page in range(sector, sector + SECTOR, PAGE):
+            old = memoryview(self._page)
+            self.read(page, old)
+            mixed = int.from_bytes(old, "big") | int.from_bytes(self.tear.mask(PAGE), "big")
+            self._f.seek(page)
+            self._f.write(mixed.to_bytes(PAGE, "big"))
+        self._cut("e", sector)
 
 
 class PartitionIO:

@@ -12,7 +12,6 @@ IMAGE_MAGIC = 0xE9
 HEADER_FORMAT = "<BBBBIB3sHBHH4sB"
 HEADER_SIZE = 24
 MAX_SEGMENTS = 16
-APP_DESC_SIZE = 256
 APP_DESC_MAGIC = 0xABCD5432
 CHIP_ID_ESP32 = 0
 CHIP_REVISION = 301  # the simulated chip is an ESP32 v3.1
@@ -77,15 +76,14 @@ def verify(io, boot=False, validate=True):
         raise ValueError("chip revision outside v%d.%d..v%d.%d" % (
             min_rev // 100, min_rev % 100, max_rev // 100, max_rev % 100))
     segs = segments(io, header)
-    if not segs or segs[0][2] < APP_DESC_SIZE:
-        raise ValueError("segment 0 too short for the app descriptor")
     for load, offset, length in segs:
         if _within(load, load + 1, (_DROM, _IROM)) and offset % MMU_PAGE != load % MMU_PAGE:
             raise ValueError("segment at 0x%x not aligned with its flash page" % load)
         if boot and not _within(load, load + length, _LOADABLE):
             raise ValueError("segment load address 0x%x is not ESP32 memory" % load)
+    end = segs[-1][1] + segs[-1][2] if segs else HEADER_SIZE
     if not validate:
-        return segs[-1][1] + segs[-1][2]
+        return end
     checksum = 0xEF
     # esp_image_verify() works in C on the IDF heap, not MicroPython's: a small buffer keeps the
     # simulator from asking the device's heap for a block the real set_boot() never takes.
@@ -99,7 +97,6 @@ def verify(io, boot=False, validate=True):
             for b in mv:
                 checksum ^= b
             done += n
-    end = segs[-1][1] + segs[-1][2]
     length = (end + 16) & ~15  # zero padding, then the checksum byte as the last of 16
     if length > io.size:
         raise ValueError("checksum beyond the partition")

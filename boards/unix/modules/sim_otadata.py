@@ -71,8 +71,14 @@ def read(io):
 
 
 def write(io, index, entry):
-    """write_otadata()/rewrite_ota_seq(): erase that entry's sector, then program 32 bytes."""
+    """rewrite_ota_seq() (the app side): a fresh CRC, then `program`."""
     entry[3] = crc(entry[0])
+    program(io, index, entry)
+
+
+def program(io, index, entry):
+    """The bootloader's write_otadata(): erase that entry's sector, then program the 32 bytes as
+    they are (a torn CRC stays torn: the bootloader does not compute it again)."""
     io.erase_range(index * SECTOR, SECTOR)
     io.write(index * SECTOR, encode(entry))
 
@@ -129,7 +135,7 @@ def bootloader_select(io, slot_count, has_factory):
     for i in (0, 1):
         if entries[i][2] == PENDING_VERIFY:
             entries[i][2] = ABORTED
-            write(io, i, entries[i])
+            program(io, i, entries[i])
     if (is_invalid(entries[0]) and is_invalid(entries[1])) or slot_count == 0:
         if has_factory:
             return FACTORY, False
@@ -139,7 +145,7 @@ def bootloader_select(io, slot_count, has_factory):
         return FACTORY, False
     if entries[i][2] == NEW:
         entries[i][2] = PENDING_VERIFY
-        write(io, i, entries[i])
+        program(io, i, entries[i])
     return (entries[i][0] - 1) % slot_count, False
 
 

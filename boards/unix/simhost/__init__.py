@@ -8,9 +8,11 @@ from pathlib import Path
 
 UNIX = Path(__file__).resolve().parents[1]
 MODULES = UNIX / "modules"
+BOARD_FROZEN = UNIX / "frozen"  # the board glue every ESP32_GENERIC image freezes
 PORT_MAIN = UNIX / "port_main.py"
 ROOT = UNIX.parents[1]
 PARTITIONS = ROOT / "boards" / "esp32" / "partitions-4MiB-ota.csv"
+BUILD_FROZEN = ROOT / "build" / "frozen"  # micropython-lib packages the real build freezes (make setup)
 
 if str(MODULES) not in sys.path:
     sys.path.append(str(MODULES))

@@ -1,10 +1,17 @@
 """The board around one simulated ESP32: power, reset lines, the watchdog, the boot loop.
 
-Each boot runs the bootloader on the flash file, extracts the loaded image's frozen modules,
-and starts the MicroPython unix port on the device's filesystem folder. The device reports
+Each boot runs the bootloader on the flash file, lays out the loaded image's frozen modules
+(the board's own, then the image's) and starts the MicroPython unix port, which mounts them and
+the board's LittleFS filesystem (boards/unix/modules/sim_port.py). Files put in the host's
+filesystem folder are an inbox: the next boot moves them onto the board. The device reports
 over a pipe (see boards/unix/modules/sim_link.py): `wdt <ms>`, `feed`, `reset`,
-`deepsleep <ms>`, `soft`. The supervisor enforces the watchdog from outside and performs the
-resets. It and the device share one process group, so killing that group is a power cut.
+`deepsleep <ms>|forever`, `soft`, `powercut <kind> <partition> <addr>`, `op <kind> <partition>`.
+The supervisor enforces the watchdog from outside and performs the resets. It and the device
+share one process group, so killing that group is a power cut.
+
+OTASIM_TEAR_PLAN="<boot> <op> <seed>" (environment) plans a power cut inside flash operation
+<op> of boot <boot> (bootloader first, then the VM); OTASIM_TRACE_FLASH=1 prints each boot's
+flash operations as runs of `partition:kind*count`.
 """
 import ctypes
 import hashlib
@@ -26,6 +33,17 @@ PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 CAUSES = {PWRON_RESET: "PWRON_RESET", HARD_RESET: "HARD_RESET", WDT_RESET: "WDT_RESET",
           DEEPSLEEP_RESET: "DEEPSLEEP_RESET", SOFT_RESET: "SOFT_RESET"}
 ESPRESSIF_OUI = bytes.fromhex("240ac4")
+# What the simulator's own modules (esp32, machine, sim_*) take from the VM's heap, where a
+# board keeps them in ROM: measured 25 KB, so this allowance leaves the device code no more
+# than --heapsize (the LittleFS mount, about 0.8 KB, is the board's and is not covered).
+SIM_HEAP_ALLOWANCE = 24 * 1024
+
+
+def vm_heap(heapsize):
+    """The unix port's -X heapsize for a board with `heapsize` ("100K", "2M" or bytes)."""
+    text = str(heapsize).strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
+    return int(text.rstrip("KM")) * scale + SIM_HEAP_ALLOWANCE
 
 
 def micropython_binary():
@@ -71,7 +89,7 @@ class Supervisor:
     """Runs the boot loop of one device until it halts; `run()` returns the exit code."""
 
     def __init__(self, flash, fs, *, heapsize="100K", halt_on_idle=False, max_boots=None,
-                 timeout=None, uid=None, table=simhost.PARTITIONS):
+                 timeout=None, uid=None, table=simhost.PARTITIONS, tear=None, trace=None):
         self.flash_path = Path(flash).resolve()
         self.fs = Path(fs).resolve()
         self.heapsize = heapsize
@@ -81,7 +99,13 @@ class Supervisor:
         self.uid = uid or default_uid(flash)
         self.table_path = Path(table).resolve()
         self.table = sim_flash.load_table(str(self.table_path))
-        self.frozen = Path(str(self.flash_path) + ".frozen")
+        self.wiring = Path(str(self.flash_path) + ".board")  # mounted at /.sim in the VM
+        self.frozen = self.wiring / "fw"
+        plan = tear or os.environ.get("OTASIM_TEAR_PLAN")
+        self.tear = [int(x) for x in plan.split()] if isinstance(plan, str) else plan
+        self.trace = trace if trace is not None else os.environ.get("OTASIM_TRACE_FLASH") == "1"
+        self.ops = []  # this boot's flash operations: [partition, kind, count] runs
+        self.vm_tear = None
         self.boots = 0
         self.version = "?"
         self.wdt = None  # armed timeout in seconds
@@ -104,7 +128,11 @@ class Supervisor:
         while True:
             if self.max_boots is not None and self.boots >= self.max_boots:
                 return self._halt("max-boots")
-            loaded = self.boot(cause, wake)
+            try:
+                loaded = self.boot(cause, wake)
+            except sim_flash.PowerCut as cut:
+                kind, addr = str(cut).split()
+                return self._halt("powercut %s %s %s bootloader" % (kind, self._label(int(addr, 16)), addr))
             if loaded is None:
                 return self._halt("no-bootable-app", 1)
             outcome = self._run_vm(loaded.label, cause)
@@ -114,12 +142,15 @@ class Supervisor:
             if outcome[0] == "idle":
                 outcome = self._idle()
             wake = None
+            self._report_ops()
+            if outcome[0] == "powercut":
+                return self._halt("powercut " + " ".join(outcome[1:]))
             if outcome[0] == "halt":
                 return self._halt(outcome[1])
             if outcome[0] == "timeout":
                 return self._halt("timeout", 1)
             if outcome[0] == "deepsleep":
-                if outcome[1] == 0:
+                if outcome[1] is None:
                     return self._halt("deepsleep")
                 if not self._sleep(outcome[1] / 1000):
                     return self._halt("timeout", 1)
@@ -132,7 +163,11 @@ class Supervisor:
         modules are unpacked. Returns the bootloader's `Boot`, or None if nothing is bootable."""
         self.boots += 1
         self.wdt = None
-        flash = sim_flash.Flash(str(self.flash_path))
+        self.ops, self.vm_tear = [], None
+        planned = self.tear is not None and self.tear[0] == self.boots
+        flash = sim_flash.Flash(str(self.flash_path), sim_flash.Tear(self.tear[1], self.tear[2]) if planned else None)
+        if self.trace:
+            flash.trace = lambda kind, addr: self._op(kind, self._label(addr))
         try:
             loaded = bootloader.boot(flash, self.table, wake)
             for line in (loaded.log if loaded else []):
@@ -141,19 +176,56 @@ class Supervisor:
                 return None
             self.version = self._extract(flash, loaded.row)
             state = bootloader.slot_state(flash, self.table, loaded.label)
+            if planned:
+                self.vm_tear = "%d %d" % (self.tear[1] - flash.ops, self.tear[2])
+        except sim_flash.PowerCut:
+            self._report_ops()
+            raise
         finally:
             flash.close()
         self.say("boot %d slot=%s cause=%s version=%s state=%s"
                  % (self.boots, loaded.label, CAUSES[cause], self.version, state))
         return loaded
 
+    def _label(self, addr):
+        for row in self.table:
+            if row[3] <= addr < row[3] + row[4]:
+                return row[0]
+        return "vfs"
+
+    def _op(self, kind, label):
+        """Count one flash operation of this boot (OTASIM_TRACE_FLASH)."""
+        if self.ops and self.ops[-1][0] == label and self.ops[-1][1] == kind:
+            self.ops[-1][2] += 1
+        else:
+            self.ops.append([label, kind, 1])
+
+    def _report_ops(self):
+        if self.trace:
+            self.say("flash ops boot %d: %s" % (self.boots, " ".join("%s:%s*%d" % tuple(r) for r in self.ops)))
+            self.ops = []
+
     def _extract(self, flash, row):
-        """Unpack the loaded image's frozen modules; returns its label (the descriptor's version
-        is empty on official builds)."""
+        """Lay out what the VM mounts at /.sim: `hw` (the simulated hardware modules), `fw`
+        (the board glue and micropython-lib packages every image freezes, then the loaded
+        image's own modules, which win; returns its label, the descriptor's version being empty on
+        official builds), `inbox` (the host's filesystem folder), `share`
+        (`<flash>.share`, files offered from outside the board) and `host` (the flash file's
+        folder, where the test side keeps files that steer simulated hardware)."""
         image = bytearray(row[4])
         sim_flash.PartitionIO(flash, row).read(0, image)
-        shutil.rmtree(self.frozen, ignore_errors=True)
-        self.frozen.mkdir()
+        shutil.rmtree(self.wiring, ignore_errors=True)
+        self.frozen.mkdir(parents=True)
+        (self.wiring / "hw").symlink_to(simhost.MODULES)
+        self.fs.mkdir(parents=True, exist_ok=True)
+        (self.wiring / "inbox").symlink_to(self.fs)
+        share = Path(str(self.flash_path) + ".share")
+        share.mkdir(exist_ok=True)
+        (self.wiring / "share").symlink_to(share)
+        (self.wiring / "host").symlink_to(self.flash_path.parent)
+        for base in (simhost.BOARD_FROZEN, simhost.BUILD_FROZEN):
+            if base.is_dir():
+                shutil.copytree(base, self.frozen, dirs_exist_ok=True)
         try:
             modules = fwimage.read_modules(image)
         except ValueError:
@@ -195,7 +267,7 @@ class Supervisor:
         env.update({
             "MICROPYPATH": str(simhost.MODULES),
             "OTASIM_MODULES": str(simhost.MODULES),
-            "OTASIM_FROZEN": str(self.frozen),
+            "OTASIM_BOARD": str(self.wiring),
             "OTASIM_FLASH": str(self.flash_path),
             "OTASIM_PARTITIONS": str(self.table_path),
             "OTASIM_RUNNING": label,
@@ -203,7 +275,12 @@ class Supervisor:
             "OTASIM_UID": self.uid.hex(),
             "OTASIM_CTL_FD": str(w),
         })
-        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + self.heapsize] + list(args),
+        env.pop("OTASIM_TEAR", None)
+        if self.vm_tear is not None:  # the first VM of the planned boot carries the cut
+            env["OTASIM_TEAR"], self.vm_tear = self.vm_tear, None
+        if self.trace:
+            env["OTASIM_TRACE"] = "1"
+        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=%d" % vm_heap(self.heapsize)] + list(args),
                                 cwd=self.fs, env=env, pass_fds=(w,), preexec_fn=_die_with_parent, **popen)
         os.close(w)
         return proc, r
@@ -252,7 +329,11 @@ class Supervisor:
         elif words[0] in ("reset", "soft"):
             return (words[0],)
         elif words[0] == "deepsleep":
-            return ("deepsleep", int(words[1]))
+            return ("deepsleep", None if words[1] == "forever" else int(words[1]))
+        elif words[0] == "op" and len(words) == 3:
+            self._op(words[1], words[2])
+        elif words[0] == "powercut":
+            return tuple(words)
         return None
 
 

@@ -23,14 +23,16 @@ FRIENDLY, RAW = "friendly", "raw"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128  # half the firmware's 256-byte stdin buffer, as the ESP32 port announces
 
-# The agent: reads `<seq> <mode> <length> <name>\n<source>` on stdin, says `run <seq>` when the
-# code starts (it may be interrupted from then on) and `done <seq> ok|error|exit <hex traceback>`
-# over the simulator's control pipe. Output goes to stdout as the board's UART.
+# The agent: starts the board (sim_port: filesystem, frozen _boot), then reads
+# `<seq> <mode> <length> <name>\n<source>` on stdin, says `run <seq>` when the code starts (it
+# may be interrupted from then on) and `done <seq> ok|error|exit <hex traceback>` over the
+# simulator's control pipe; mode `file` runs the board's file <name> (boot.py, main.py). Output
+# goes to stdout as the board's UART.
 AGENT = r"""
 import sys, io, os, binascii
-import sim_link
-sys.path[:] = [os.getenv("OTASIM_MODULES"), "", os.getenv("OTASIM_FROZEN"), "lib"]
+import sim_link, sim_port
 _g = {"__name__": "__main__"}
+sim_port.start(_g)
 _in = sys.stdin.buffer
 _seq = 0
 
@@ -61,6 +63,9 @@ def _serve():
             got += _in.readinto(memoryview(src)[got:])
         _seq = int(head[0])
         sim_link.send("run %d" % _seq)
+        if head[1] == b"file":
+            _done(sim_port.run(str(head[3], "utf-8"), _g), "")
+            continue
         try:
             exec(compile(str(src, "utf-8"), str(head[3], "utf-8"), str(head[1], "utf-8")), _g)
             src = None
@@ -198,12 +203,10 @@ class VirtualBoard(supervisor.Supervisor):
         os.set_blocking(self.out, False)
         self.input = bytearray()
         self.line, self.cont, self.paste, self.pasted = bytearray(), [], None, None
-        frozen_boot = self.frozen / "_boot.py"
-        files = [(frozen_boot, "_boot.py")] if frozen_boot.exists() else []
-        files.append((self.fs / "boot.py", "boot.py"))
+        names = ["boot.py"]
         if self.mode == FRIENDLY:  # the firmware skips main.py after a soft reset from the raw REPL
-            files.append((self.fs / "main.py", "main.py"))
-        self.jobs = [Job(p.read_bytes(), name, "exec", "startup") for p, name in files if p.is_file()] + [PROMPT]
+            names.append("main.py")
+        self.jobs = [Job(b"", name, "file", "startup") for name in names] + [PROMPT]
         self._next()
 
     def _stop(self):
@@ -257,13 +260,13 @@ class VirtualBoard(supervisor.Supervisor):
         while b"\n" in self.pending and self.proc is proc:
             line, self.pending = self.pending.split(b"\n", 1)
             self._message(line.decode(errors="replace").split())
+        if self.interrupt and self.started and self.job is not None and self.proc is proc:
+            self._interrupt()  # only now: a `done` read in the same batch means it is too late
 
     def _message(self, words):
         """The agent's `run`/`done`, then the board's own messages (watchdog, resets, sleep)."""
         if words[:1] == ["run"] and int(words[1]) == self.seq:
             self.started = True
-            if self.interrupt:
-                self._interrupt()
             return None
         if words[:1] == ["done"]:
             if int(words[1]) == self.seq and self.job is not None:
@@ -310,6 +313,8 @@ class VirtualBoard(supervisor.Supervisor):
         if status == "exit":
             self.soft_reset()
             return
+        if job.name == "boot.py" and status == "error":  # main.py is skipped (v1.22 on)
+            self.jobs = [j for j in self.jobs if j.name != "main.py"]
         if job.kind == "raw":
             self.tx(b">")
         elif job.kind == "friendly":

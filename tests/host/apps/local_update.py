@@ -32,7 +32,7 @@ def chunks_in_shuffled_order(count, seed, duplicates):
 
 def feed_table(updater, m):
     """The digest table first (index, then pages), laid out in table.bin as the device keeps it."""
-    with open("release/table.bin", "rb") as table:
+    with open("/.sim/share/release/table.bin", "rb") as table:
         while True:
             need = [k for k in updater.missing(8) if k >= m.chunk_count]
             if not need:
@@ -46,7 +46,7 @@ def feed_table(updater, m):
 
 
 try:
-    blob = open("release/manifest.bin", "rb").read()
+    blob = open("/.sim/share/release/manifest.bin", "rb").read()
 except OSError:
     blob = None
 if blob:
@@ -60,7 +60,7 @@ if blob:
     if m:
         feed_table(updater, m)
         buf = bytearray(m.chunk_size)
-        with open("release/image.bin", "rb") as image:
+        with open("/.sim/share/release/image.bin", "rb") as image:
             for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
                 if updater.complete() or n == cfg.get("stop_after"):
                     break
