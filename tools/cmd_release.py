@@ -26,10 +26,12 @@ def manifest(args):
     if not (args.key_id or args.pub):
         raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
     key_id = signing.load_public_key(args.pub) if args.pub else args.key_id
+    payload = _read(args.firmware)
     try:
         tbs = signing.build_manifest(
-            _read(args.firmware), board=args.board, version=args.version, counter=args.counter,
+            payload, board=args.board, version=args.version, counter=args.counter,
             chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry,
+            target="bundle" if payload[:4] == b"MOTB" else "firmware",  # `mpota bundle build` output
         )
     except (signing.FormatError, ValueError) as exc:
         raise CliError(str(exc))

@@ -20,7 +20,7 @@ _SIG_MIN = const(8)
 _SIG_MAX = const(72)
 _CHUNK_MIN = const(256)
 _CHUNK_MAX = const(65536)
-_TARGETS = ("firmware",)  # target code 1..
+_TARGETS = ("firmware", "bundle")  # target code 1..
 _ENCODINGS = ("raw",)  # encoding code 0..
 
 

@@ -8,16 +8,20 @@ which reports `rolled_back` with the reason it can tell. The accounting lives in
 reset causes are not reliable on every port (rp2 reports WDT_RESET for machine.reset())."""
 import time
 
-import esp32
 import machine
 
-from ota import events, history, otadata, store
+from ota import bundle, events, history, otadata, store
 from ota.progress import Progress
 from ota.slot import app_version
 
+try:
+    import esp32
+except ImportError:  # rp2: no firmware slots; only app bundles have trials (ota.bundle)
+    esp32 = None
+
 _CAUSES = {
     machine.WDT_RESET: "watchdog",
-    machine.HARD_RESET: "reset",
+    getattr(machine, "HARD_RESET", -1): "reset",  # rp2 has only PWRON_RESET and WDT_RESET
     machine.PWRON_RESET: "power_loss",
 }
 
@@ -33,6 +37,18 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
     global _wdt, _deadline
+    bundle.settle()
+    on_trial = bundle.trial()
+    if on_trial:  # an app bundle's first boot: the same watchdog and deadline as a firmware's
+        _wdt = bundle.bundle_boot.watchdog(wdt_ms)
+        _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
+        events.emit("trial", release=on_trial["release"], target=on_trial["version"], version=on_trial["version"],
+                    slot="apps", progress=100)
+        return True
+    if esp32 is None:  # rp2: what runs is the bundle
+        state = bundle.bundle_boot.load()
+        events.emit("booted", version=state["version"], slot=state["active"] and bundle.bundle_boot.folder(state["active"]))
+        return False
     running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     index = otadata.slot_index(running)
     version = app_version(running)
@@ -83,7 +99,8 @@ def confirm(checks=()):
     still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
     global _deadline
-    if otadata.running_state() != otadata.PENDING_VERIFY:
+    on_trial = bundle.trial()
+    if not on_trial and otadata.running_state() != otadata.PENDING_VERIFY:
         _deadline = None
         return True
     for check in checks:
@@ -95,7 +112,11 @@ def confirm(checks=()):
             return False
         if not ok:
             _fail("health_check_failed")
-    esp32.Partition.mark_app_valid_cancel_rollback()
+    if on_trial:
+        bundle.confirm()
+        _deadline = None
+        return True
+    esp32.Partition.mark_app_valid_cancel_rollback()  # type: ignore[union-attr]  # not None: PENDING_VERIFY came from otadata
     _deadline = None
     _confirmed(_pending())
     return True
@@ -113,9 +134,11 @@ def _confirmed(pending):
 
 
 def _fail(reason):
+    release = bundle.fail(reason)
     pending = _pending()
     if pending:
         pending["reason"] = reason
         store.write_json(store.PENDING, pending)
-    events.emit("trial_failed", release=pending and pending["release"], reason=reason)
+        release = pending["release"]
+    events.emit("trial_failed", release=release, reason=reason)
     machine.reset()

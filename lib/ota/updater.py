@@ -8,15 +8,19 @@
 It writes only the inactive slot; nothing becomes bootable until the bytes in flash match the
 signed digest, and the reboot waits for the application's permission (`ota.policy`)."""
 
-import esp32
 import machine
 from micropython import const
 
-from ota import events, history, manifest, otadata, store
+from ota import bundle, events, history, manifest, otadata, store
 from ota.errors import FormatError, IntegrityError, StateError
 from ota.policy import now as install_now
 from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot, app_version
+
+try:
+    import esp32
+except ImportError:  # rp2: no firmware slot; app bundles only (ota.bundle)
+    esp32 = None
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
 
@@ -28,9 +32,11 @@ class Updater:
         self.permission = permission  # callable: may the device switch and reboot now?
         self.clock = clock  # seconds since 1970 when the device has a trusted clock
         self.tick = tick  # called during long work, e.g. to feed a watchdog
-        running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-        self.version = app_version(running)
-        self.target = running.get_next_update()
+        self.version = self.target = None
+        if esp32:
+            running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
+            self.version = app_version(running)
+            self.target = running.get_next_update()
         self.manifest = None
         self.progress = None
         self.slot = None
@@ -43,7 +49,11 @@ class Updater:
 
     def _check(self, blob):
         now = self.clock() if self.clock else None
-        return manifest.check(blob, self.keys, self.board, history.load()["counter"], self.target.info()[3], now, self.tick)
+        if bytes(blob[5:6]) == b"\x02":  # an app bundle: its own floor, the filesystem's room
+            floor, room = bundle.floor(), bundle.capacity()
+        else:
+            floor, room = history.load()["counter"], self.target.info()[3] if self.target else 0
+        return manifest.check(blob, self.keys, self.board, floor, room, now, self.tick)
 
     @property
     def verified(self):
@@ -53,7 +63,7 @@ class Updater:
     def offer(self, blob):
         """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
         when there is nothing to do (the release runs already, or it rolled back before)."""
-        if otadata.running_state() == otadata.PENDING_VERIFY:
+        if otadata.running_state() == otadata.PENDING_VERIFY or bundle.on_trial():
             raise StateError("unconfirmed", "the running image is on trial")
         try:
             m = self._check(blob)
@@ -61,7 +71,7 @@ class Updater:
             events.emit("rejected", reason=getattr(exc, "reason", "bad_format"))
             raise
         past = history.load()
-        if m.id == past["release"] or m.id in past["failed"]:
+        if m.id == past["release"] or m.id in past["failed"] or m.id == bundle.running_release():
             return None
         current = self.manifest
         if current and current.id == m.id:
@@ -80,7 +90,7 @@ class Updater:
             store.write(store.MANIFEST, blob)
             progress.save()
         self.manifest, self.progress, self._blob = m, progress, blob
-        self.slot = Slot(self.target, progress)
+        self.slot = bundle.Sink(progress) if m.target == "bundle" else Slot(self.target, progress)
         self._verified = self._asked = False
         self._unsaved = 0
         events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
@@ -143,6 +153,8 @@ class Updater:
                 self._asked = True
             return False
         events.emit("installing", release=m.id, target=m.version)
+        if m.target == "bundle":
+            return self._install_bundle(m, p, slot)
         pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
         store.write_json(store.PENDING, pending)
@@ -156,6 +168,19 @@ class Updater:
         events.emit("rebooting", release=m.id, target=m.version)
         # A hard reset, never deep sleep: a deep-sleep wake skips the bootloader's rollback check.
         machine.reset()
+
+    def _install_bundle(self, m, p, slot):
+        """Unpack, check and activate the bundle (never returns), or refuse it as it stands."""
+        try:
+            slot.install(m, self.tick)
+        except FormatError:
+            history.failed(m.id)  # authentic but malformed: it will never install
+            events.emit("rejected", release=m.id, reason="bad_format")
+            raise
+        except IntegrityError as exc:
+            self._restart(m, p, slot)
+            events.emit("rejected", release=m.id, reason=exc.reason)
+            raise
 
     def _restart(self, m, p, slot):
         """Forget what was downloaded: the next attempt starts from an unerased slot."""

@@ -25,13 +25,13 @@ def isdir(p):
     return os.stat(p)[0] & 0x4000
 
 def mkdirs(p):
-    path = ""
-    for part in p.split("/")[:-1]:
-        path += "/" + part if path else part
+    i = p.find("/", 1)
+    while i > 0:
         try:
-            os.mkdir(path)
+            os.mkdir(p[:i])
         except OSError:
             pass
+        i = p.find("/", i + 1)
 
 def copy(src, dst):
     with open(src, "rb") as a, open(dst, "wb") as b:
@@ -42,7 +42,7 @@ def copy(src, dst):
             b.write(data)
 
 def walk(top, rel=""):
-    for name in os.listdir(top + rel):
+    for name in os.listdir(top + "/" + rel if rel else top):
         path = rel + "/" + name if rel else name
         if isdir(top + "/" + path):
             yield from walk(top, path)

@@ -1,0 +1,288 @@
+"""The app-bundle sink: a signed set of files (.py, .mpy, data) for the inactive bundle folder.
+
+The updater treats it as it treats the firmware slot: chunks land at their offsets in a staging
+file (`.ota/bundle.part`, any order, resumable), `sha256()` hashes what was written, and
+`install()` unpacks the verified bundle (docs/FORMAT.md section 6) into the inactive folder,
+checking each file as read back, then makes it active in one atomic step: the bundle record
+(`ota.bundle_boot`) names the new folder, on trial, and the board resets. The trial and its
+rollback belong to `ota.bundle_boot` and `ota.trial`; docs/BUNDLES.md tells the whole story."""
+import hashlib
+import os
+import struct
+
+import machine
+from micropython import const
+
+from ota import bundle_boot, events, history, store
+from ota.errors import FormatError, IntegrityError
+
+STAGE = "bundle.part"
+_MAGIC = b"MOTB"
+_HEAD = ">4sBBH"
+_ENTRY = ">BI32s"
+_ENTRY_SIZE = const(37)
+_PATH_MAX = const(96)
+_RESERVE = const(16384)  # room the filesystem keeps for its own metadata and the state files
+_BUF = const(1024)
+
+
+def _stage():
+    return store.path(STAGE)
+
+
+def inactive():
+    """The folder name a new bundle goes to: the one not running now."""
+    return "b" if bundle_boot.load()["active"] == "a" else "a"
+
+
+def _is_dir(path):
+    return os.stat(path)[0] & 0x4000
+
+
+def _remove_tree(path, tick=None):
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        sub = path + "/" + name
+        if _is_dir(sub):
+            _remove_tree(sub, tick)
+        else:
+            os.remove(sub)
+        if tick:
+            tick()
+    os.rmdir(path)
+
+
+def _tree_size(path):
+    total = 0
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    for name in names:
+        sub = path + "/" + name
+        total += _tree_size(sub) if _is_dir(sub) else os.stat(sub)[6]
+    return total
+
+
+def capacity():
+    """The largest bundle that fits: it is staged, then unpacked, so it needs twice its size,
+    and the inactive folder's old content is freed first."""
+    st = os.statvfs(".")
+    free = st[0] * st[4] + _tree_size(bundle_boot.folder(inactive()))
+    try:
+        free += os.stat(_stage())[6]
+    except OSError:
+        pass
+    return max(0, (free - _RESERVE) // 2)
+
+
+def floor():
+    """The bundles' anti-downgrade floor (separate from the firmware's)."""
+    return bundle_boot.load()["counter"]
+
+
+def running_release():
+    return bundle_boot.load()["release"]
+
+
+def on_trial():
+    return bundle_boot.load()["trial"] is not None
+
+
+def _valid_path(path):
+    if not 1 <= len(path) <= _PATH_MAX or path.startswith(".ota/"):
+        return False
+    for c in path:
+        if not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"._-/"):
+            return False
+    for part in path.split(b"/"):
+        if part in (b"", b".", b".."):
+            return False
+    return True
+
+
+def read_table(f, size):
+    """[(path, size, digest)] of the bundle in file `f` of `size` bytes; FormatError
+    `bad_format` for anything docs/FORMAT.md section 6 does not allow."""
+    head = f.read(8)
+    if len(head) != 8:
+        raise FormatError("bad_format", "bundle header")
+    magic, version, count, h = struct.unpack(_HEAD, head)
+    if magic != _MAGIC or version != 1 or count < 1 or h > size:
+        raise FormatError("bad_format", "bundle header")
+    entries = []
+    seen = set()
+    offset = 8
+    total = 0
+    for _ in range(count):
+        raw = f.read(_ENTRY_SIZE)
+        if len(raw) != _ENTRY_SIZE:
+            raise FormatError("bad_format", "bundle table")
+        n, length, digest = struct.unpack(_ENTRY, raw)
+        path = f.read(n)
+        if len(path) != n or not _valid_path(path) or path in seen:
+            raise FormatError("bad_format", "bundle path")
+        seen.add(path)
+        entries.append((path.decode(), length, digest))
+        offset += _ENTRY_SIZE + n
+        total += length
+    if offset != h or h + total != size:
+        raise FormatError("bad_format", "bundle lengths")
+    return entries
+
+
+class Sink:
+    """The inactive bundle folder, reached through the staging file."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        if progress.count == 0:  # a new download: nothing of an older one is kept
+            try:
+                os.mkdir(store.STATE_DIR)
+            except OSError:
+                pass  # already there
+            with open(_stage(), "wb"):
+                pass
+
+    def write(self, offset, data):
+        """Write `data` at `offset` and close the file: the chunk is on flash before the updater
+        records it (a chunk recorded but lost would only be caught by the final digest)."""
+        with open(_stage(), "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def sha256(self, length, buf, tick=None):
+        h = hashlib.sha256()
+        view = memoryview(buf)
+        with open(_stage(), "rb") as f:
+            done = 0
+            while done < length:
+                n = f.readinto(view[:min(len(buf), length - done)])
+                if not n:
+                    break
+                h.update(view[:n])
+                done += n
+                if tick:
+                    tick()
+        return h.digest()
+
+    def install(self, m, tick=None):
+        """Unpack into the inactive folder, check every file as read back, activate on trial and
+        reset. Raises FormatError or IntegrityError and leaves the running bundle as it was."""
+        name = inactive()
+        target = bundle_boot.folder(name)
+        buf = bytearray(_BUF)
+        with open(_stage(), "rb") as src:
+            entries = read_table(src, m.size)
+            _remove_tree(target, tick)
+            _makedirs(target)
+            for path, length, digest in entries:
+                _makedirs(target + "/" + path.rsplit("/", 1)[0] if "/" in path else target)
+                _copy(src, target + "/" + path, length, buf, tick)
+                if _file_digest(target + "/" + path, buf, tick) != digest:
+                    raise IntegrityError("bad_digest", path)
+        state = bundle_boot.load()
+        state["trial"] = {"release": m.id, "version": m.version, "counter": m.counter, "from": state["active"],
+                          "boots": 0, "reason": None}
+        state["active"] = name
+        state["outcome"] = None
+        bundle_boot.save(state)  # the one atomic step: the next boot runs the new bundle, on trial
+        events.emit("rebooting", release=m.id, target=m.version)
+        machine.reset()
+
+
+def _makedirs(path):
+    built = ""
+    for part in path.split("/"):
+        built = built + "/" + part if built else part
+        try:
+            os.mkdir(built)
+        except OSError:
+            pass  # already there
+
+
+def _copy(src, path, length, buf, tick):
+    view = memoryview(buf)
+    with open(path, "wb") as out:
+        while length:
+            n = src.readinto(view[:min(len(buf), length)])
+            if not n:
+                raise IntegrityError("bad_digest", "bundle shorter than its table")
+            out.write(view[:n])
+            length -= n
+            if tick:
+                tick()
+
+
+def _file_digest(path, buf, tick):
+    h = hashlib.sha256()
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(view)
+            if not n:
+                return h.digest()
+            h.update(view[:n])
+            if tick:
+                tick()
+
+
+# --- the trial, for ota.trial ---------------------------------------------------------------
+
+def trial():
+    """The bundle trial this boot runs, or None."""
+    return bundle_boot.load()["trial"]
+
+
+def settle():
+    """At boot: report how the last bundle trial ended (the rollback was done by boot.py)."""
+    state = bundle_boot.load()
+    outcome = state["outcome"]
+    if not outcome or outcome["kind"] != "rolled_back":
+        return
+    blamed = outcome["reason"] != "power_loss"  # a power loss is not the bundle's fault
+    if blamed:
+        history.failed(outcome["release"])  # never again
+    events.emit("rolled_back", release=outcome["release"], target=outcome["version"], version=state["version"],
+                reason=outcome["reason"])
+    state["outcome"] = None
+    bundle_boot.save(state)
+    if blamed:
+        _forget_download()  # else the staged download is still whole: the updater installs it again
+
+
+def fail(reason):
+    """Record why the trial is being given up (the caller resets and boot.py rolls back);
+    returns the release on trial, or None."""
+    state = bundle_boot.load()
+    t = state["trial"]
+    if not t:
+        return None
+    t["reason"] = reason
+    bundle_boot.save(state)
+    return t["release"]
+
+
+def confirm():
+    """The application is healthy: the bundle on trial becomes the confirmed one."""
+    state = bundle_boot.load()
+    t = state["trial"]
+    if not t:
+        return
+    state.update(release=t["release"], version=t["version"], counter=max(state["counter"], t["counter"]),
+                 trial=None, outcome=None)
+    bundle_boot.save(state)
+    _forget_download()
+    events.emit("confirmed", release=t["release"], version=t["version"], slot=bundle_boot.folder(state["active"]),
+                reason=None)
+
+
+def _forget_download():
+    from ota.progress import Progress
+
+    Progress.clear()
+    store.remove(store.MANIFEST)
+    store.remove(STAGE)

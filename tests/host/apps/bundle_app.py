@@ -1,0 +1,54 @@
+# main.py of the test application bundles: the bundle's own behaviour (module `behaviour`, shipped
+# in the bundle) decides the trial; then a release found on the filesystem is fed to the updater
+# in a shuffled order: a transport stand-in, so the bundle pipeline is tested without a network.
+import json
+import random
+import time
+
+import ota
+from ota import events, trial, trust
+from ota.config import load as load_config
+from ota.errors import OTAError
+from ota.updater import Updater
+
+events.listen(lambda kind, fields: print("EVENT", kind, json.dumps(fields)))
+cfg = json.load(open("app.json"))
+
+import behaviour  # noqa: E402  (the bundle on trial decides what happens now)
+
+behaviour.start()
+while trial.in_trial() and not ota.confirm([behaviour.healthy]):
+    ota.feed()
+    time.sleep_ms(20)
+
+try:
+    blob = open("release/manifest.bin", "rb").read()
+except OSError:
+    blob = None
+if blob:
+    updater = Updater(trust.load(), load_config()["board"], tick=ota.feed)
+    try:
+        m = updater.offer(blob)
+    except OTAError as exc:
+        print("REFUSED", exc.reason)
+        m = None
+    if m:
+        random.seed(cfg.get("seed", 1))
+        order = list(range(m.chunk_count))
+        for i in range(len(order) - 1, 0, -1):
+            j = random.getrandbits(16) % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        buf = bytearray(m.chunk_size)
+        with open("release/payload.bin", "rb") as payload:
+            for i in order:
+                n = min(m.chunk_size, m.size - i * m.chunk_size)
+                payload.seek(i * m.chunk_size)
+                payload.readinto(buf)
+                updater.write_chunk(i, memoryview(buf)[:n])
+                ota.feed()
+        try:
+            updater.finish()
+            updater.install()
+        except OTAError as exc:
+            print("REFUSED", exc.reason)
+print("IDLE", json.dumps(events.state()))
