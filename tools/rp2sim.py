@@ -34,7 +34,8 @@ def cmd_run(args):
             raise CliError("--uid takes 8 bytes in hex, e.g. e660583883000001")
     try:
         return board.run(args.flash, heapsize=args.heapsize, halt_on_idle=args.halt_on_idle, max_boots=args.max_boots,
-                         timeout=args.timeout, uid=uid, cut_at=args.cut_at, seed=args.seed)
+                         timeout=args.timeout, uid=uid, cut_at=args.cut_at, seed=args.seed,
+                         stop_at_idle=args.stop_at_idle)
     except FileNotFoundError as exc:
         raise CliError(str(exc))
 
@@ -49,6 +50,8 @@ def register(sub):
     p.add_argument("--flash", required=True, help="the board's storage file")
     p.add_argument("--heapsize", default="190K", help="MicroPython heap (default 190K, a Pico W with Wi-Fi up)")
     p.add_argument("--halt-on-idle", action="store_true", help="exit 0 when main.py has finished and no watchdog is armed")
+    p.add_argument("--stop-at-idle", action="store_true",
+                   help="exit 0 as soon as main.py has finished, even with the watchdog armed (tests)")
     p.add_argument("--max-boots", type=int, help="stop before boot N+1")
     p.add_argument("--timeout", type=float, help="stop after this many seconds (exit 1)")
     p.add_argument("--uid", help="machine.unique_id() as 16 hex digits (default: derived from --flash)")

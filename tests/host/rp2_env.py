@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from mpunix import ROOT, install_mpy
 from plugin_sim import SimDevice
 from releases import Signer
@@ -33,6 +35,7 @@ class Rp2Device(SimDevice):
         self.returncode = None
         self._reader = None
         self.cut_at = None
+        self.stop_at_idle = False
         rp2board.new_board(self.flash)
         if files:
             self.write_files(files)
@@ -58,6 +61,8 @@ class Rp2Device(SimDevice):
             cmd += ["--max-boots", str(max_boots)]
         if timeout is not None:
             cmd += ["--timeout", str(timeout)]
+        if self.stop_at_idle:
+            cmd.append("--stop-at-idle")
         if self.cut_at is not None:
             cmd += ["--cut-at", str(self.cut_at)]
         return cmd
@@ -118,3 +123,30 @@ def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_w
 def stage(device, blob, data):
     """Put a release where the test application picks it up."""
     device.write_files({"release/manifest.bin": blob, "release/payload.bin": data})
+
+
+@pytest.fixture
+def rp2_device(tmp_path):
+    """Factory: `rp2_device(files=None, heapsize="190K") -> Rp2Device`; boards still running at
+    the end of the test are powered off."""
+    made = []
+
+    def make(files=None, heapsize="190K"):
+        device = Rp2Device(tmp_path / ("pico%d" % len(made)), files, heapsize)
+        made.append(device)
+        return device
+
+    yield make
+    for device in made:
+        device.power_cut()
+
+
+def bundle_record(device):
+    """The board's bundle record (.ota/bundle), decoded."""
+    raw = device.read_files()[".ota/bundle"]
+    return json.loads(raw[:-4])
+
+
+def history(files):
+    raw = files.get(".ota/history")
+    return json.loads(raw[:-4]) if raw else {"counter": 0, "release": None, "failed": []}

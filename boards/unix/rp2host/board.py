@@ -50,10 +50,11 @@ class Board(supervisor.Supervisor):
     erase) counted from power-on, and comes back at once."""
 
     def __init__(self, flash, *, heapsize="190K", halt_on_idle=False, max_boots=None, timeout=None,
-                 uid=None, cut_at=None, seed=1, cpu_scale=CPU_SCALE):
+                 uid=None, cut_at=None, seed=1, cpu_scale=CPU_SCALE, stop_at_idle=False):
         super().__init__(flash, Path(flash).resolve().parent, heapsize=heapsize, halt_on_idle=halt_on_idle,
                          max_boots=max_boots, timeout=timeout, uid=uid or default_uid(flash))
         self.cut_at = cut_at
+        self.stop_at_idle = stop_at_idle  # a test's shortcut: no waiting for an armed watchdog
         self.ops = 0
         self.seed = seed
         self.cpu_scale = cpu_scale
@@ -79,6 +80,8 @@ class Board(supervisor.Supervisor):
                 while outcome[0] == "soft":
                     self.say("soft reset")
                     outcome = self._run_vm("rp2", cause)  # the reset reason register is unchanged
+                if outcome[0] == "idle" and self.stop_at_idle:
+                    return self._halt("idle")
                 if outcome[0] in ("idle", "panic"):  # a crashed VM hangs the core until the watchdog
                     outcome = self._idle()
                 if outcome[0] == "halt":
@@ -93,6 +96,8 @@ class Board(supervisor.Supervisor):
                         self.record["fired"] += 1
                     cause = WDT_RESET
         finally:
+            if self.cut_at is not None:
+                self.say("flash operations: %d" % self.ops)
             self.record_path.write_text(json.dumps(self.record))
 
     def boot(self, cause):
