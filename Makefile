@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/pytest -q tests/host tests/device --virtual --allow-reboot
 
 soak: setup
-	OTA_SOAK=1 $(BIN)/pytest -q -s tests/host/test_powercut_campaign.py tests/host/test_sim_power.py \
+	OTA_SOAK=1 $(BIN)/pytest -q -s tests/host/test_powercut_campaign.py tests/host/test_sim_power.py tests/host/test_rp2_powercut.py \
 		tests/host/test_mqtt_transport.py::test_disruption_campaign
 
 bench: setup

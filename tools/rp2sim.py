@@ -58,3 +58,16 @@ def register(sub):
     p.add_argument("--cut-at", type=int, metavar="N", help="cut the power during the N-th flash program or erase")
     p.add_argument("--seed", type=int, default=1, help="seed of the torn bits of a cut (default 1)")
     p.set_defaults(func=cmd_run)
+
+
+if __name__ == "__main__":  # `python -m tools.rp2sim rp2-run ...`: the same commands without loading the whole CLI
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mpota sim")
+    register(parser.add_subparsers(dest="command", required=True))
+    parsed = parser.parse_args()
+    try:
+        sys.exit(parsed.func(parsed))
+    except CliError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        sys.exit(2)

@@ -54,7 +54,7 @@ class Rp2Device(SimDevice):
             rp2fs.copy_tree(self.flash, tmp, "lib")
 
     def _command(self, halt_on_idle, max_boots, timeout):
-        cmd = [sys.executable, "-m", "tools", "sim", "rp2-run", "--flash", str(self.flash), "--heapsize", self.heapsize]
+        cmd = [sys.executable, "-m", "tools.rp2sim", "rp2-run", "--flash", str(self.flash), "--heapsize", self.heapsize]
         if halt_on_idle:
             cmd.append("--halt-on-idle")
         if max_boots is not None:
