@@ -13,10 +13,9 @@ import struct
 import machine
 from micropython import const
 
-from ota import bundle_boot, events, history, store
+from ota import bundle_boot, events, store
+from ota.bundle_trial import STAGE
 from ota.errors import FormatError, IntegrityError
-
-STAGE = "bundle.part"
 _MAGIC = b"MOTB"
 _HEAD = ">4sBBH"
 _ENTRY = ">BI32s"
@@ -77,19 +76,6 @@ def capacity():
     except OSError:
         pass
     return max(0, (free - _RESERVE) // 2)
-
-
-def floor():
-    """The bundles' anti-downgrade floor (separate from the firmware's)."""
-    return bundle_boot.load()["counter"]
-
-
-def running_release():
-    return bundle_boot.load()["release"]
-
-
-def on_trial():
-    return bundle_boot.load()["trial"] is not None
 
 
 def _valid_path(path):
@@ -228,61 +214,3 @@ def _file_digest(path, buf, tick):
             h.update(view[:n])
             if tick:
                 tick()
-
-
-# --- the trial, for ota.trial ---------------------------------------------------------------
-
-def trial():
-    """The bundle trial this boot runs, or None."""
-    return bundle_boot.load()["trial"]
-
-
-def settle():
-    """At boot: report how the last bundle trial ended (the rollback was done by boot.py)."""
-    state = bundle_boot.load()
-    outcome = state["outcome"]
-    if not outcome or outcome["kind"] != "rolled_back":
-        return
-    blamed = outcome["reason"] != "power_loss"  # a power loss is not the bundle's fault
-    if blamed:
-        history.failed(outcome["release"])  # never again
-    events.emit("rolled_back", release=outcome["release"], target=outcome["version"], version=state["version"],
-                reason=outcome["reason"])
-    state["outcome"] = None
-    bundle_boot.save(state)
-    if blamed:
-        _forget_download()  # else the staged download is still whole: the updater installs it again
-
-
-def fail(reason):
-    """Record why the trial is being given up (the caller resets and boot.py rolls back);
-    returns the release on trial, or None."""
-    state = bundle_boot.load()
-    t = state["trial"]
-    if not t:
-        return None
-    t["reason"] = reason
-    bundle_boot.save(state)
-    return t["release"]
-
-
-def confirm():
-    """The application is healthy: the bundle on trial becomes the confirmed one."""
-    state = bundle_boot.load()
-    t = state["trial"]
-    if not t:
-        return
-    state.update(release=t["release"], version=t["version"], counter=max(state["counter"], t["counter"]),
-                 trial=None, outcome=None)
-    bundle_boot.save(state)
-    _forget_download()
-    events.emit("confirmed", release=t["release"], version=t["version"], slot=bundle_boot.folder(state["active"]),
-                reason=None)
-
-
-def _forget_download():
-    from ota.progress import Progress
-
-    Progress.clear()
-    store.remove(store.MANIFEST)
-    store.remove(STAGE)

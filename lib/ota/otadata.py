@@ -11,7 +11,7 @@ from micropython import const
 try:
     import esp32
 except ImportError:  # rp2: no firmware slots, no otadata (app bundles only)
-    esp32 = None
+    esp32 = None  # type: ignore[assignment]
 
 NEW = const(0)
 PENDING_VERIFY = const(1)

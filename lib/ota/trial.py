@@ -10,14 +10,14 @@ import time
 
 import machine
 
-from ota import bundle, events, history, otadata, store
+from ota import bundle_boot, bundle_trial, events, history, otadata, store
 from ota.progress import Progress
 from ota.slot import app_version
 
 try:
     import esp32
 except ImportError:  # rp2: no firmware slots; only app bundles have trials (ota.bundle)
-    esp32 = None
+    esp32 = None  # type: ignore[assignment]
 
 _CAUSES = {
     machine.WDT_RESET: "watchdog",
@@ -37,17 +37,17 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
     global _wdt, _deadline
-    bundle.settle()
-    on_trial = bundle.trial()
+    bundle_trial.settle()
+    on_trial = bundle_trial.trial()
     if on_trial:  # an app bundle's first boot: the same watchdog and deadline as a firmware's
-        _wdt = bundle.bundle_boot.watchdog(wdt_ms)
+        _wdt = bundle_boot.watchdog(wdt_ms)
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
         events.emit("trial", release=on_trial["release"], target=on_trial["version"], version=on_trial["version"],
                     slot="apps", progress=100)
         return True
     if esp32 is None:  # rp2: what runs is the bundle
-        state = bundle.bundle_boot.load()
-        events.emit("booted", version=state["version"], slot=state["active"] and bundle.bundle_boot.folder(state["active"]))
+        state = bundle_boot.load()
+        events.emit("booted", version=state["version"], slot=state["active"] and bundle_boot.folder(state["active"]))
         return False
     running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     index = otadata.slot_index(running)
@@ -99,7 +99,7 @@ def confirm(checks=()):
     still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
     global _deadline
-    on_trial = bundle.trial()
+    on_trial = bundle_trial.trial()
     if not on_trial and otadata.running_state() != otadata.PENDING_VERIFY:
         _deadline = None
         return True
@@ -113,10 +113,10 @@ def confirm(checks=()):
         if not ok:
             _fail("health_check_failed")
     if on_trial:
-        bundle.confirm()
+        bundle_trial.confirm()
         _deadline = None
         return True
-    esp32.Partition.mark_app_valid_cancel_rollback()  # type: ignore[union-attr]  # not None: PENDING_VERIFY came from otadata
+    esp32.Partition.mark_app_valid_cancel_rollback()
     _deadline = None
     _confirmed(_pending())
     return True
@@ -134,7 +134,7 @@ def _confirmed(pending):
 
 
 def _fail(reason):
-    release = bundle.fail(reason)
+    release = bundle_trial.fail(reason)
     pending = _pending()
     if pending:
         pending["reason"] = reason

@@ -11,7 +11,7 @@ signed digest, and the reboot waits for the application's permission (`ota.polic
 import machine
 from micropython import const
 
-from ota import bundle, events, history, manifest, otadata, store
+from ota import bundle_trial, events, history, manifest, otadata, store
 from ota.errors import FormatError, IntegrityError, StateError
 from ota.policy import now as install_now
 from ota.progress import Progress, test_bit
@@ -20,7 +20,7 @@ from ota.slot import SECTOR, Slot, app_version
 try:
     import esp32
 except ImportError:  # rp2: no firmware slot; app bundles only (ota.bundle)
-    esp32 = None
+    esp32 = None  # type: ignore[assignment]
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
 
@@ -50,7 +50,9 @@ class Updater:
     def _check(self, blob):
         now = self.clock() if self.clock else None
         if bytes(blob[5:6]) == b"\x02":  # an app bundle: its own floor, the filesystem's room
-            floor, room = bundle.floor(), bundle.capacity()
+            from ota import bundle
+
+            floor, room = bundle_trial.floor(), bundle.capacity()
         else:
             floor, room = history.load()["counter"], self.target.info()[3] if self.target else 0
         return manifest.check(blob, self.keys, self.board, floor, room, now, self.tick)
@@ -63,7 +65,7 @@ class Updater:
     def offer(self, blob):
         """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
         when there is nothing to do (the release runs already, or it rolled back before)."""
-        if otadata.running_state() == otadata.PENDING_VERIFY or bundle.on_trial():
+        if otadata.running_state() == otadata.PENDING_VERIFY or bundle_trial.on_trial():
             raise StateError("unconfirmed", "the running image is on trial")
         try:
             m = self._check(blob)
@@ -71,7 +73,7 @@ class Updater:
             events.emit("rejected", reason=getattr(exc, "reason", "bad_format"))
             raise
         past = history.load()
-        if m.id == past["release"] or m.id in past["failed"] or m.id == bundle.running_release():
+        if m.id == past["release"] or m.id in past["failed"] or m.id == bundle_trial.running_release():
             return None
         current = self.manifest
         if current and current.id == m.id:
@@ -90,7 +92,12 @@ class Updater:
             store.write(store.MANIFEST, blob)
             progress.save()
         self.manifest, self.progress, self._blob = m, progress, blob
-        self.slot = bundle.Sink(progress) if m.target == "bundle" else Slot(self.target, progress)
+        if m.target == "bundle":
+            from ota.bundle import Sink  # loaded only for a bundle: the sink and its table parser
+
+            self.slot = Sink(progress)
+        else:
+            self.slot = Slot(self.target, progress)
         self._verified = self._asked = False
         self._unsaved = 0
         events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
@@ -155,6 +162,8 @@ class Updater:
         events.emit("installing", release=m.id, target=m.version)
         if m.target == "bundle":
             return self._install_bundle(m, p, slot)
+        if self.target is None:
+            raise StateError("unsupported", "no firmware slot on this board")
         pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
         store.write_json(store.PENDING, pending)

@@ -144,7 +144,7 @@ def test_format_bounds(env):
         (good[:4] + b"\x02" + good[5:], "unsupported"),  # format version 2
         (good[:6] + (len(tbs) + 1).to_bytes(2, "big") + good[8:], "bad_format"),
         # authentic (re-signed) but malformed or unsupported fields
-        (signing_attach_raw(bytes([*tbs[:5], 2, *tbs[6:]]), key), "unsupported"),  # target 2
+        (signing_attach_raw(bytes([*tbs[:5], 3, *tbs[6:]]), key), "unsupported"),  # target 3 (2 is an app bundle)
         (signing_attach_raw(tbs[:16] + b"\x01" + tbs[17:], key), "unsupported"),  # encoding 1
         (signing_attach_raw(tbs[:19] + b"\x01" + tbs[20:], key), "bad_format"),  # reserved byte
         (signing_attach_raw(tbs[:hdr] + b"esp32 generic" + tbs[hdr + 13:], key), "bad_format"),

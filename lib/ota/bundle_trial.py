@@ -1,0 +1,77 @@
+"""App-bundle trials, for `ota.trial` and the updater: what the bundle record says about the
+bundle running now, and the agent's side of a trial (report a rollback, give up, confirm).
+
+Kept apart from the bundle sink (`ota.bundle`) so that a board that is not installing a bundle
+never loads the sink. The rollback itself is done by `ota.bundle_boot` at boot."""
+from ota import bundle_boot, events, history, store
+
+STAGE = "bundle.part"  # the staged download (ota.bundle writes it)
+
+
+def floor():
+    """The bundles' anti-downgrade floor (separate from the firmware's)."""
+    return bundle_boot.load()["counter"]
+
+
+def running_release():
+    return bundle_boot.load()["release"]
+
+
+def on_trial():
+    return bundle_boot.load()["trial"] is not None
+
+
+def trial():
+    """The bundle trial this boot runs, or None."""
+    return bundle_boot.load()["trial"]
+
+
+def settle():
+    """At boot: report how the last bundle trial ended (the rollback was done by boot.py)."""
+    state = bundle_boot.load()
+    outcome = state["outcome"]
+    if not outcome or outcome["kind"] != "rolled_back":
+        return
+    blamed = outcome["reason"] != "power_loss"  # a power loss is not the bundle's fault
+    if blamed:
+        history.failed(outcome["release"])  # never again
+    events.emit("rolled_back", release=outcome["release"], target=outcome["version"], version=state["version"],
+                reason=outcome["reason"])
+    state["outcome"] = None
+    bundle_boot.save(state)
+    if blamed:
+        _forget_download()  # else the staged download is still whole: the updater installs it again
+
+
+def fail(reason):
+    """Record why the trial is being given up (the caller resets and boot.py rolls back);
+    returns the release on trial, or None."""
+    state = bundle_boot.load()
+    t = state["trial"]
+    if not t:
+        return None
+    t["reason"] = reason
+    bundle_boot.save(state)
+    return t["release"]
+
+
+def confirm():
+    """The application is healthy: the bundle on trial becomes the confirmed one."""
+    state = bundle_boot.load()
+    t = state["trial"]
+    if not t:
+        return
+    state.update(release=t["release"], version=t["version"], counter=max(state["counter"], t["counter"]),
+                 trial=None, outcome=None)
+    bundle_boot.save(state)
+    _forget_download()
+    events.emit("confirmed", release=t["release"], version=t["version"], slot=bundle_boot.folder(state["active"]),
+                reason=None)
+
+
+def _forget_download():
+    from ota.progress import Progress
+
+    Progress.clear()
+    store.remove(store.MANIFEST)
+    store.remove(STAGE)
