@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test soak bench demo mpy setup clean
 
-$(STAMP): requirements-dev.txt pyproject.toml
+$(STAMP): requirements-dev.txt requirements-rp2-stubs.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/stubs-rp2 -r requirements-rp2-stubs.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
