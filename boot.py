@@ -4,6 +4,7 @@
 # ota.boot() arms the watchdog, so one that hangs, crashes or never confirms is rolled back.
 from ota.bundle_boot import select
 select()
+del select
 import ota
 
 ota.boot()

@@ -13,7 +13,7 @@ import struct
 import machine
 from micropython import const
 
-from ota import bundle_boot, events, store
+from ota import bundle_boot, events, history, store
 from ota.bundle_trial import STAGE
 from ota.errors import FormatError, IntegrityError
 _MAGIC = b"MOTB"
@@ -66,16 +66,17 @@ def _tree_size(path):
     return total
 
 
-def capacity():
-    """The largest bundle that fits: it is staged, then unpacked, so it needs twice its size,
-    and the inactive folder's old content is freed first."""
+def limits():
+    """(anti-downgrade floor, largest bundle that fits). The floor is the bundles' own, apart
+    from the firmware's. A bundle is staged, then unpacked, so it needs twice its size; the
+    inactive folder's old content is freed first."""
     st = os.statvfs(".")
     free = st[0] * st[4] + _tree_size(bundle_boot.folder(inactive()))
     try:
         free += os.stat(_stage())[6]
     except OSError:
         pass
-    return max(0, (free - _RESERVE) // 2)
+    return bundle_boot.load()["counter"], max(0, (free - _RESERVE) // 2)
 
 
 def _valid_path(path):
@@ -157,9 +158,28 @@ class Sink:
 
     def install(self, m, tick=None):
         """Unpack into the inactive folder, check every file as read back, activate on trial and
-        reset. Raises FormatError or IntegrityError and leaves the running bundle as it was."""
-        name = inactive()
-        target = bundle_boot.folder(name)
+        reset. Leaves the running bundle as it was on an error: FormatError (the release is
+        malformed and never tried again) or IntegrityError (read back wrong: tried again)."""
+        try:
+            self._unpack(m, tick)
+        except FormatError:
+            history.failed(m.id)
+            events.emit("rejected", release=m.id, reason="bad_format")
+            raise
+        except IntegrityError as exc:
+            events.emit("rejected", release=m.id, reason=exc.reason)
+            raise
+        state = bundle_boot.load()
+        state["trial"] = {"release": m.id, "version": m.version, "counter": m.counter, "from": state["active"],
+                          "boots": 0, "reason": None}
+        state["active"] = inactive()
+        state["outcome"] = None
+        bundle_boot.save(state)  # the one atomic step: the next boot runs the new bundle, on trial
+        events.emit("rebooting", release=m.id, target=m.version)
+        machine.reset()
+
+    def _unpack(self, m, tick):
+        target = bundle_boot.folder(inactive())
         buf = bytearray(_BUF)
         with open(_stage(), "rb") as src:
             entries = read_table(src, m.size)
@@ -170,14 +190,6 @@ class Sink:
                 _copy(src, target + "/" + path, length, buf, tick)
                 if _file_digest(target + "/" + path, buf, tick) != digest:
                     raise IntegrityError("bad_digest", path)
-        state = bundle_boot.load()
-        state["trial"] = {"release": m.id, "version": m.version, "counter": m.counter, "from": state["active"],
-                          "boots": 0, "reason": None}
-        state["active"] = name
-        state["outcome"] = None
-        bundle_boot.save(state)  # the one atomic step: the next boot runs the new bundle, on trial
-        events.emit("rebooting", release=m.id, target=m.version)
-        machine.reset()
 
 
 def _makedirs(path):

@@ -13,14 +13,14 @@ Trial accounting lives in the record, not in the reset cause: rp2's `reset_cause
 WDT_RESET after `machine.reset()` and after a watchdog timeout alike. The first boot of a new
 bundle is its trial (the watchdog is armed here); any later boot before the application
 confirmed it rolls it back."""
+import os
 import sys
 
 import machine
 from micropython import const
 
-from ota import store
-
-STATE = "bundle"
+STATE = "bundle"  # ota.store.BUNDLE
+RECORD = ".ota/bundle"  # ota.store.path(STATE): checked before ota.store is loaded
 APPS = "apps"
 _RP2_WDT_MAX = const(8388)  # ports/rp2/machine_wdt.c: the largest timeout the RP2040 takes
 
@@ -32,11 +32,15 @@ def folder(name):
 def load():
     """The record: active folder, the confirmed bundle (release, version, counter: the bundles'
     anti-downgrade floor), the trial in progress and the outcome of the last one."""
+    from ota import store
+
     return store.read_json(STATE) or {"active": None, "release": None, "version": None, "counter": 0,
                                       "trial": None, "outcome": None}
 
 
 def save(state):
+    from ota import store
+
     store.write_json(STATE, state)
 
 
@@ -56,6 +60,11 @@ def _cause():
 def select(wdt_ms=None):
     """Settle the trial record, arm the watchdog on a trial boot and put the active bundle first
     on sys.path. Returns the active folder's name, or None (no bundle installed yet)."""
+    try:
+        os.stat(RECORD)
+    except OSError:  # a board without app bundles: load nothing more
+        _forget_ota()
+        return None
     state = load()
     trial = state["trial"]
     if trial and trial["boots"]:
@@ -75,10 +84,16 @@ def select(wdt_ms=None):
     active = state["active"]
     if active:
         sys.path.insert(sys.path.index("") if "" in sys.path else 0, folder(active))
-    for name in list(sys.modules):  # the bundle's own copy of `ota`, if it has one, is the one to use
+    _forget_ota()
+    return active
+
+
+def _forget_ota():
+    """Drop the base `ota` modules loaded so far: the bundle's own copy of `ota`, if it has one,
+    is the one the application imports next."""
+    for name in list(sys.modules):
         if name == "ota" or name.startswith("ota."):
             del sys.modules[name]
-    return active
 
 
 def run():

@@ -8,9 +8,10 @@ from ota import bundle_boot, events, history, store
 STAGE = "bundle.part"  # the staged download (ota.bundle writes it)
 
 
-def floor():
-    """The bundles' anti-downgrade floor (separate from the firmware's)."""
-    return bundle_boot.load()["counter"]
+def running():
+    """Version and folder of the bundle running now, for the `booted` event."""
+    state = bundle_boot.load()
+    return {"version": state["version"], "slot": state["active"] and bundle_boot.folder(state["active"])}
 
 
 def running_release():
@@ -26,8 +27,19 @@ def trial():
     return bundle_boot.load()["trial"]
 
 
-def settle():
-    """At boot: report how the last bundle trial ended (the rollback was done by boot.py)."""
+def on_boot(wdt_ms):
+    """At boot (ota.trial): report how the last trial ended; on a bundle's trial boot, announce
+    it and return the watchdog (armed by boot.py already), else None."""
+    _settle()
+    t = trial()
+    if not t:
+        return None
+    events.emit("trial", release=t["release"], target=t["version"], version=t["version"], slot="apps", progress=100)
+    return bundle_boot.watchdog(wdt_ms)
+
+
+def _settle():
+    """Report a rollback that boot.py did."""
     state = bundle_boot.load()
     outcome = state["outcome"]
     if not outcome or outcome["kind"] != "rolled_back":

@@ -10,7 +10,7 @@ import time
 
 import machine
 
-from ota import bundle_boot, bundle_trial, events, history, otadata, store
+from ota import events, history, otadata, store
 from ota.progress import Progress
 from ota.slot import app_version
 
@@ -29,6 +29,16 @@ _wdt = None
 _deadline = None  # set while on trial, cleared by confirmation
 
 
+def bundle_trials():
+    """`ota.bundle_trial` on a board with app bundles, else None: a board that has never had a
+    bundle does not load it (heap)."""
+    if not store.exists(store.BUNDLE):
+        return None
+    from ota import bundle_trial
+
+    return bundle_trial
+
+
 def _pending():
     return store.read_json(store.PENDING)
 
@@ -37,17 +47,13 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
     global _wdt, _deadline
-    bundle_trial.settle()
-    on_trial = bundle_trial.trial()
-    if on_trial:  # an app bundle's first boot: the same watchdog and deadline as a firmware's
-        _wdt = bundle_boot.watchdog(wdt_ms)
+    bundles = bundle_trials()
+    _wdt = bundles and bundles.on_boot(wdt_ms)
+    if _wdt:  # an app bundle's first boot: the same watchdog and deadline as a firmware's
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
-        events.emit("trial", release=on_trial["release"], target=on_trial["version"], version=on_trial["version"],
-                    slot="apps", progress=100)
         return True
-    if esp32 is None:  # rp2: what runs is the bundle
-        state = bundle_boot.load()
-        events.emit("booted", version=state["version"], slot=state["active"] and bundle_boot.folder(state["active"]))
+    if esp32 is None:  # rp2: no firmware slots; what runs is the bundle
+        events.emit("booted", **(bundles.running() if bundles else {}))
         return False
     running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     index = otadata.slot_index(running)
@@ -99,7 +105,8 @@ def confirm(checks=()):
     still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
     global _deadline
-    on_trial = bundle_trial.trial()
+    bundles = bundle_trials()
+    on_trial = bundles and bundles.trial()
     if not on_trial and otadata.running_state() != otadata.PENDING_VERIFY:
         _deadline = None
         return True
@@ -112,8 +119,8 @@ def confirm(checks=()):
             return False
         if not ok:
             _fail("health_check_failed")
-    if on_trial:
-        bundle_trial.confirm()
+    if bundles and on_trial:
+        bundles.confirm()
         _deadline = None
         return True
     esp32.Partition.mark_app_valid_cancel_rollback()
@@ -134,7 +141,8 @@ def _confirmed(pending):
 
 
 def _fail(reason):
-    release = bundle_trial.fail(reason)
+    bundles = bundle_trials()
+    release = bundles and bundles.fail(reason)
     pending = _pending()
     if pending:
         pending["reason"] = reason

@@ -11,11 +11,12 @@ signed digest, and the reboot waits for the application's permission (`ota.polic
 import machine
 from micropython import const
 
-from ota import bundle_trial, events, history, manifest, otadata, store
+from ota import events, history, manifest, otadata, store
 from ota.errors import FormatError, IntegrityError, StateError
 from ota.policy import now as install_now
 from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot, app_version
+from ota.trial import bundle_trials
 
 try:
     import esp32
@@ -50,9 +51,9 @@ class Updater:
     def _check(self, blob):
         now = self.clock() if self.clock else None
         if bytes(blob[5:6]) == b"\x02":  # an app bundle: its own floor, the filesystem's room
-            from ota import bundle
+            from ota.bundle import limits
 
-            floor, room = bundle_trial.floor(), bundle.capacity()
+            floor, room = limits()
         else:
             floor, room = history.load()["counter"], self.target.info()[3] if self.target else 0
         return manifest.check(blob, self.keys, self.board, floor, room, now, self.tick)
@@ -65,7 +66,8 @@ class Updater:
     def offer(self, blob):
         """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
         when there is nothing to do (the release runs already, or it rolled back before)."""
-        if otadata.running_state() == otadata.PENDING_VERIFY or bundle_trial.on_trial():
+        bundles = bundle_trials()
+        if otadata.running_state() == otadata.PENDING_VERIFY or (bundles and bundles.on_trial()):
             raise StateError("unconfirmed", "the running image is on trial")
         try:
             m = self._check(blob)
@@ -73,7 +75,7 @@ class Updater:
             events.emit("rejected", reason=getattr(exc, "reason", "bad_format"))
             raise
         past = history.load()
-        if m.id == past["release"] or m.id in past["failed"] or m.id == bundle_trial.running_release():
+        if m.id == past["release"] or m.id in past["failed"] or (bundles and m.id == bundles.running_release()):
             return None
         current = self.manifest
         if current and current.id == m.id:
@@ -161,7 +163,7 @@ class Updater:
             return False
         events.emit("installing", release=m.id, target=m.version)
         if m.target == "bundle":
-            return self._install_bundle(m, p, slot)
+            return slot.install(m, self.tick)  # unpacks, checks, activates and resets; or raises
         if self.target is None:
             raise StateError("unsupported", "no firmware slot on this board")
         pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
@@ -177,19 +179,6 @@ class Updater:
         events.emit("rebooting", release=m.id, target=m.version)
         # A hard reset, never deep sleep: a deep-sleep wake skips the bootloader's rollback check.
         machine.reset()
-
-    def _install_bundle(self, m, p, slot):
-        """Unpack, check and activate the bundle (never returns), or refuse it as it stands."""
-        try:
-            slot.install(m, self.tick)
-        except FormatError:
-            history.failed(m.id)  # authentic but malformed: it will never install
-            events.emit("rejected", release=m.id, reason="bad_format")
-            raise
-        except IntegrityError as exc:
-            self._restart(m, p, slot)
-            events.emit("rejected", release=m.id, reason=exc.reason)
-            raise
 
     def _restart(self, m, p, slot):
         """Forget what was downloaded: the next attempt starts from an unerased slot."""
