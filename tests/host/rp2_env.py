@@ -21,6 +21,7 @@ EVENT = re.compile(r"^EVENT (\S+) (.*)$", re.M)
 RP2_BOARD = "rp2-pico-w"
 LAUNCHER = (ROOT / "boards" / "rp2" / "main.py").read_text()
 BUNDLE_APP = (ROOT / "tests" / "host" / "apps" / "bundle_app.py").read_text()
+BUNDLE_MQTT_APP = (ROOT / "tests" / "host" / "apps" / "bundle_mqtt_app.py").read_text()
 
 
 class Rp2Device(SimDevice):
@@ -85,27 +86,27 @@ def events(text):
     return out
 
 
-def app_bundle(version, behaviour, extra=None):
-    """The files of a test application bundle: main.py applies a staged release and confirms
-    a trial once `behaviour.healthy()` (a module of the bundle) says so."""
-    files = {"main.py": BUNDLE_APP.encode(), "behaviour.py": behaviour.encode(),
+def app_bundle(version, behaviour, extra=None, main=BUNDLE_APP):
+    """The files of a test application bundle: main.py (by default one that applies a staged
+    release) confirms a trial once `behaviour.healthy()` (a module of the bundle) says so."""
+    files = {"main.py": main.encode(), "behaviour.py": behaviour.encode(),
              "version.txt": version.encode()}
     files.update({k: v.encode() if isinstance(v, str) else v for k, v in (extra or {}).items()})
     return bundle.pack(files)
 
 
 class BundleSigner(Signer):
-    def bundle(self, version, behaviour, *, counter, board=RP2_BOARD, chunk_size=1024, extra=None):
+    def bundle(self, version, behaviour, *, counter, board=RP2_BOARD, chunk_size=1024, extra=None, main=BUNDLE_APP):
         """(manifest blob, bundle bytes) of a signed app bundle."""
-        data = app_bundle(version, behaviour, extra)
+        data = app_bundle(version, behaviour, extra, main)
         tbs = signing.build_manifest(data, board=board, version=version, counter=counter, chunk_size=chunk_size,
                                      key_id=self.key.public_key(), target="bundle")
         return signing.sign(tbs, self.key), data
 
 
-def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_within_ms=4000, app=None):
+def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_within_ms=4000, app=None, config=None):
     """A board's filesystem for app bundles, with bundle `first` (from `signer.bundle`)
-    installed and confirmed in apps/a."""
+    installed and confirmed in apps/a; `config`: more settings for ota_config.json."""
     blob, data = first
     fields = signing.verify(blob, signer.key.public_key())
     files = bundle.installed_files(data, release=signing.manifest_id(blob), version=fields["version"],
@@ -114,7 +115,8 @@ def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_w
         "boot.py": (ROOT / "boot.py").read_bytes(),
         "main.py": LAUNCHER.encode(),
         "app.json": json.dumps(app or {}).encode(),
-        "ota_config.json": json.dumps({"board": board, "wdt_ms": wdt_ms, "confirm_within_ms": confirm_within_ms}).encode(),
+        "ota_config.json": json.dumps(dict({"board": board, "wdt_ms": wdt_ms, "confirm_within_ms": confirm_within_ms},
+                                           **(config or {}))).encode(),
         ".ota/trust.bin": signer.trust.read_bytes(),
     })
     return files
