@@ -1,7 +1,9 @@
 """The app-bundle sink: a signed set of files (.py, .mpy, data) for the inactive bundle folder.
 
-The updater treats it as it treats the firmware slot: chunks land at their offsets in a staging
-file (`.ota/bundle.part`, any order, resumable), `sha256()` hashes what was written, and
+The updater treats it as it treats the firmware slot: chunks land in a staging folder
+(`.ota/bundle.part/<index>`, one file per chunk: any order, resumable, and never a write into
+the middle of a LittleFS file, which rewrites the file's tail), `sha256()` hashes what was
+written, and
 `install()` unpacks the verified bundle (docs/FORMAT.md section 6) into the inactive folder,
 checking each file as read back, then makes it active in one atomic step: the bundle record
 (`ota.bundle_boot`) names the new folder, on trial, and the board resets. The trial and its
@@ -14,8 +16,9 @@ import machine
 from micropython import const
 
 from ota import bundle_boot, events, history, store
-from ota.bundle_trial import STAGE
+from ota.bundle_trial import STAGE, remove_tree
 from ota.errors import FormatError, IntegrityError
+
 _MAGIC = b"MOTB"
 _HEAD = ">4sBBH"
 _ENTRY = ">BI32s"
@@ -34,26 +37,6 @@ def inactive():
     return "b" if bundle_boot.load()["active"] == "a" else "a"
 
 
-def _is_dir(path):
-    return os.stat(path)[0] & 0x4000
-
-
-def _remove_tree(path, tick=None):
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return
-    for name in names:
-        sub = path + "/" + name
-        if _is_dir(sub):
-            _remove_tree(sub, tick)
-        else:
-            os.remove(sub)
-        if tick:
-            tick()
-    os.rmdir(path)
-
-
 def _tree_size(path):
     total = 0
     try:
@@ -62,7 +45,7 @@ def _tree_size(path):
         return 0
     for name in names:
         sub = path + "/" + name
-        total += _tree_size(sub) if _is_dir(sub) else os.stat(sub)[6]
+        total += _tree_size(sub) if os.stat(sub)[0] & 0x4000 else os.stat(sub)[6]
     return total
 
 
@@ -71,11 +54,7 @@ def limits():
     from the firmware's. A bundle is staged, then unpacked, so it needs twice its size; the
     inactive folder's old content is freed first."""
     st = os.statvfs(".")
-    free = st[0] * st[4] + _tree_size(bundle_boot.folder(inactive()))
-    try:
-        free += os.stat(_stage())[6]
-    except OSError:
-        pass
+    free = st[0] * st[4] + _tree_size(bundle_boot.folder(inactive())) + _tree_size(_stage())
     return bundle_boot.load()["counter"], max(0, (free - _RESERVE) // 2)
 
 
@@ -121,39 +100,76 @@ def read_table(f, size):
     return entries
 
 
-class Sink:
-    """The inactive bundle folder, reached through the staging file."""
+class _Staged:
+    """The staged chunks read back in order as one stream (read, readinto)."""
 
-    def __init__(self, progress):
+    def __init__(self, chunk_size):
+        self.chunk_size = chunk_size
+        self.index = 0
+        self.f = None
+
+    def readinto(self, view):
+        while True:
+            if self.f is None:
+                try:
+                    self.f = open("%s/%d" % (_stage(), self.index), "rb")
+                except OSError:
+                    return 0  # past the last chunk
+            n = self.f.readinto(view)
+            if n:
+                return n
+            self.f.close()
+            self.f = None
+            self.index += 1
+
+    def read(self, n):
+        buf = bytearray(n)
+        got = 0
+        while got < n:
+            k = self.readinto(memoryview(buf)[got:])
+            if not k:
+                break
+            got += k
+        return bytes(buf[:got])
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+
+
+class Sink:
+    """The inactive bundle folder, reached through the staged chunks."""
+
+    def __init__(self, m, progress, tick=None):
         self.progress = progress
+        self.chunk_size = m.chunk_size
         if progress.count == 0:  # a new download: nothing of an older one is kept
-            try:
-                os.mkdir(store.STATE_DIR)
-            except OSError:
-                pass  # already there
-            with open(_stage(), "wb"):
-                pass
+            remove_tree(_stage(), tick)
+            for path in (store.STATE_DIR, _stage()):
+                try:
+                    os.mkdir(path)
+                except OSError:
+                    pass  # already there
 
     def write(self, offset, data):
-        """Write `data` at `offset` and close the file: the chunk is on flash before the updater
-        records it (a chunk recorded but lost would only be caught by the final digest)."""
-        with open(_stage(), "r+b") as f:
-            f.seek(offset)
+        """Write one chunk as its own file, closed before the updater records it."""
+        with open("%s/%d" % (_stage(), offset // self.chunk_size), "wb") as f:
             f.write(data)
 
     def sha256(self, length, buf, tick=None):
         h = hashlib.sha256()
         view = memoryview(buf)
-        with open(_stage(), "rb") as f:
-            done = 0
-            while done < length:
-                n = f.readinto(view[:min(len(buf), length - done)])
-                if not n:
-                    break
-                h.update(view[:n])
-                done += n
-                if tick:
-                    tick()
+        src = _Staged(self.chunk_size)
+        done = 0
+        while done < length:
+            n = src.readinto(view[:min(len(buf), length - done)])
+            if not n:
+                break
+            h.update(view[:n])
+            done += n
+            if tick:
+                tick()
+        src.close()
         return h.digest()
 
     def install(self, m, tick=None):
@@ -181,15 +197,18 @@ class Sink:
     def _unpack(self, m, tick):
         target = bundle_boot.folder(inactive())
         buf = bytearray(_BUF)
-        with open(_stage(), "rb") as src:
+        src = _Staged(self.chunk_size)
+        try:
             entries = read_table(src, m.size)
-            _remove_tree(target, tick)
+            remove_tree(target, tick)
             _makedirs(target)
             for path, length, digest in entries:
                 _makedirs(target + "/" + path.rsplit("/", 1)[0] if "/" in path else target)
                 _copy(src, target + "/" + path, length, buf, tick)
                 if _file_digest(target + "/" + path, buf, tick) != digest:
                     raise IntegrityError("bad_digest", path)
+        finally:
+            src.close()
 
 
 def _makedirs(path):

@@ -3,9 +3,11 @@ bundle running now, and the agent's side of a trial (report a rollback, give up,
 
 Kept apart from the bundle sink (`ota.bundle`) so that a board that is not installing a bundle
 never loads the sink. The rollback itself is done by `ota.bundle_boot` at boot."""
+import os
+
 from ota import bundle_boot, events, history, store
 
-STAGE = "bundle.part"  # the staged download (ota.bundle writes it)
+STAGE = "bundle.part"  # the staged download, a folder of chunks (ota.bundle writes it)
 
 
 def running():
@@ -67,8 +69,9 @@ def fail(reason):
     return t["release"]
 
 
-def confirm():
-    """The application is healthy: the bundle on trial becomes the confirmed one."""
+def confirm(tick=None):
+    """The application is healthy: the bundle on trial becomes the confirmed one. `tick` feeds
+    the watchdog while the staged download is deleted."""
     state = bundle_boot.load()
     t = state["trial"]
     if not t:
@@ -76,14 +79,31 @@ def confirm():
     state.update(release=t["release"], version=t["version"], counter=max(state["counter"], t["counter"]),
                  trial=None, outcome=None)
     bundle_boot.save(state)
-    _forget_download()
+    _forget_download(tick)
     events.emit("confirmed", release=t["release"], version=t["version"], slot=bundle_boot.folder(state["active"]),
                 reason=None)
 
 
-def _forget_download():
+def _forget_download(tick=None):
     from ota.progress import Progress
 
     Progress.clear()
     store.remove(store.MANIFEST)
-    store.remove(STAGE)
+    remove_tree(store.path(STAGE), tick)
+
+
+def remove_tree(path, tick=None):
+    """Delete a folder and everything in it (nothing if it is not there)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        sub = path + "/" + name
+        if os.stat(sub)[0] & 0x4000:
+            remove_tree(sub, tick)
+        else:
+            os.remove(sub)
+        if tick:
+            tick()
+    os.rmdir(path)

@@ -120,7 +120,7 @@ def confirm(checks=()):
         if not ok:
             _fail("health_check_failed")
     if bundles and on_trial:
-        bundles.confirm()
+        bundles.confirm(_wdt and _wdt.feed)
         _deadline = None
         return True
     esp32.Partition.mark_app_valid_cancel_rollback()

@@ -97,7 +97,7 @@ class Updater:
         if m.target == "bundle":
             from ota.bundle import Sink  # loaded only for a bundle: the sink and its table parser
 
-            self.slot = Sink(progress)
+            self.slot = Sink(m, progress, self.tick)
         else:
             self.slot = Slot(self.target, progress)
         self._verified = self._asked = False

@@ -8,7 +8,9 @@ Watchdog model: the device reports each arm and feed with the flash time (worst 
 data sheet) spent since the last one; the supervisor adds the VM's CPU time since then, scaled
 by `cpu_scale` (a Pico's Cortex-M0+ at 125 MHz against one host core), and counts that as the
 board time between two feeds. A gap above the armed timeout is a watchdog reset, as the wall
-clock's deadline is. Every gap is kept in the watchdog record (`<flash>.wdt.json`)."""
+clock's deadline is. The watchdog record (`<flash>.wdt.json`) keeps: arms, feeds, the longest
+gap, `fired` (expiries while boot.py or main.py ran), `gaps_over` (of them, those found by the
+board-time model) and `idle_expiries` (after main.py ended or the VM crashed)."""
 import json
 import os
 import time
@@ -59,7 +61,8 @@ class Board(supervisor.Supervisor):
         self.seed = seed
         self.cpu_scale = cpu_scale
         self.record_path = Path(str(self.flash_path) + ".wdt.json")
-        self.record = {"arms": 0, "feeds": 0, "max_gap_ms": 0.0, "fired": 0, "gaps_over": 0}
+        self.record = {"arms": 0, "feeds": 0, "max_gap_ms": 0.0, "fired": 0, "gaps_over": 0,
+                       "idle_expiries": 0}
         self._proc = None
         self._cpu_mark = None
         self._gap_ms = 0.0
@@ -84,6 +87,9 @@ class Board(supervisor.Supervisor):
                     return self._halt("idle")
                 if outcome[0] in ("idle", "panic"):  # a crashed VM hangs the core until the watchdog
                     outcome = self._idle()
+                    if outcome[0] == "wdt":  # at the REPL, or hung after a crash: not while working
+                        self.record["idle_expiries"] += 1
+                        outcome = ("idle-wdt",)
                 if outcome[0] == "halt":
                     return self._halt(outcome[1])
                 if outcome[0] == "timeout":
@@ -92,7 +98,7 @@ class Board(supervisor.Supervisor):
                     self.say("power cut after %d flash operations" % self.ops)
                     cause = PWRON_RESET
                 else:  # machine.reset() reboots through the watchdog: the port cannot tell them apart
-                    if outcome[0] == "wdt":
+                    if outcome[0] == "wdt":  # expired while main.py was running
                         self.record["fired"] += 1
                     cause = WDT_RESET
         finally:
@@ -148,6 +154,10 @@ class Board(supervisor.Supervisor):
             self.deadline = time.monotonic() + self.wdt
             self._gap_ms = 0.0
             return None
+        if words[0] == "expired":
+            self.record["gaps_over"] += 1
+            self.record["max_gap_ms"] = max(self.record["max_gap_ms"], round(self._charge(int(words[1])), 1))
+            return ("wdt",)
         if words[0] == "feed":
             gap = self._charge(int(words[1]))
             if self.wdt is None:

@@ -1,5 +1,5 @@
 # main.py of the test application bundles: the bundle's own behaviour (module `behaviour`, shipped
-# in the bundle) decides the trial; then a release found on the filesystem is fed to the updater
+# in the bundle) decides the trial; then releases found on the filesystem are fed to the updater
 # in a shuffled order: a transport stand-in, so the bundle pipeline is tested without a network.
 import json
 import random
@@ -21,34 +21,42 @@ while trial.in_trial() and not ota.confirm([behaviour.healthy]):
     ota.feed()
     time.sleep_ms(20)
 
-try:
-    blob = open("release/manifest.bin", "rb").read()
-except OSError:
-    blob = None
-if blob:
+
+
+def apply(folder):
+    """Offer the release staged in `folder`; download, verify and install it if it is new."""
+    try:
+        blob = open(folder + "/manifest.bin", "rb").read()
+    except OSError:
+        return
     updater = Updater(trust.load(), load_config()["board"], tick=ota.feed)
     try:
         m = updater.offer(blob)
     except OTAError as exc:
         print("REFUSED", exc.reason)
-        m = None
-    if m:
-        random.seed(cfg.get("seed", 1))
-        order = list(range(m.chunk_count))
-        for i in range(len(order) - 1, 0, -1):
-            j = random.getrandbits(16) % (i + 1)
-            order[i], order[j] = order[j], order[i]
-        buf = bytearray(m.chunk_size)
-        with open("release/payload.bin", "rb") as payload:
-            for i in order:
-                n = min(m.chunk_size, m.size - i * m.chunk_size)
-                payload.seek(i * m.chunk_size)
-                payload.readinto(buf)
-                updater.write_chunk(i, memoryview(buf)[:n])
-                ota.feed()
-        try:
-            updater.finish()
-            updater.install()
-        except OTAError as exc:
-            print("REFUSED", exc.reason)
+        return
+    if not m:
+        return
+    random.seed(cfg.get("seed", 1))
+    order = list(range(m.chunk_count))
+    for i in range(len(order) - 1, 0, -1):
+        j = random.getrandbits(16) % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    buf = bytearray(m.chunk_size)
+    with open(folder + "/payload.bin", "rb") as payload:
+        for i in order:
+            n = min(m.chunk_size, m.size - i * m.chunk_size)
+            payload.seek(i * m.chunk_size)
+            payload.readinto(buf)
+            updater.write_chunk(i, memoryview(buf)[:n])
+            ota.feed()
+    try:
+        updater.finish()
+        updater.install()
+    except OTAError as exc:
+        print("REFUSED", exc.reason)
+
+
+for folder in cfg.get("releases", ["release"]):  # a newer one may wait behind the first
+    apply(folder)
 print("IDLE", json.dumps(events.state()))

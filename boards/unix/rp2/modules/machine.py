@@ -20,18 +20,28 @@ _WDT_TIMEOUT_MAX = const(8388)  # 0xffffff / 2 ticks per us / 1000 on RP2040
 _freq = 125000000  # RP2040 default system clock
 
 
+_timeout_us = 0
+
+
 class WDT:
-    """The RP2040 watchdog: a second WDT() restarts it with the new timeout."""
+    """The RP2040 watchdog: a second WDT() restarts it with the new timeout. Flash time spent
+    since the last feed is checked here, so a feed that comes too late never returns (the
+    supervisor adds the CPU time)."""
 
     def __init__(self, id=0, timeout=5000):
+        global _timeout_us
         if id != 0:
             raise ValueError("WDT(%d) doesn't exist" % id)
         if timeout < 0 or timeout > _WDT_TIMEOUT_MAX:  # the port converts to uint32 first
             raise ValueError("timeout exceeds 8388")
+        _timeout_us = timeout * 1000
         sim_link.send("wdt %d %d" % (timeout, rp2.busy_us()))
 
     def feed(self):
-        sim_link.send("feed %d" % rp2.busy_us())
+        busy = rp2.busy_us()
+        if busy > _timeout_us:
+            sim_link.halt("expired %d" % busy)  # the board reset while the flash was busy
+        sim_link.send("feed %d" % busy)
 
 
 def reset():
