@@ -31,6 +31,22 @@ def cmd_show(args):
     return 0
 
 
+def stage_first(out, path, version):
+    """Write bundle file `path` into a provisioning folder as the board's first bundle
+    (apps/a, and its record: confirmed, counter 0); returns the paths written."""
+    try:
+        files = bundle.installed_files(Path(path).read_bytes(), release=None, version=version, counter=0)
+    except (bundle.BundleError, OSError) as exc:
+        raise CliError("--bundle %s: %s" % (path, exc))
+    written = []
+    for name, data in files.items():
+        target = Path(out) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written.append(target)
+    return written
+
+
 def register(subparsers):
     p = subparsers.add_parser("bundle", help="app bundles: an application's files as one signed update",
                               description=__doc__)

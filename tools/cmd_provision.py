@@ -6,7 +6,7 @@ Commands go to stdout one per line, shell-quoted, exactly as run; notes go to st
 import sys
 from pathlib import Path
 
-from tools import mpy, provision
+from tools import cmd_bundle, mpy, provision
 from tools.cli import EXIT_REFUSED, CliError
 
 PORT_PLACEHOLDER = "PORT"
@@ -52,9 +52,11 @@ def cmd_provision(args):
         if args.firmware:
             commands += provision.flash_commands(port, Path(args.firmware).resolve(), chip=args.chip,
                                                  baud=args.baud, erase=args.erase)
-        commands += provision.deploy_commands(port, out, args.tool)
         staged = provision.stage(out, config=config, trust=trust, credentials=credentials, arch=args.arch,
                                  main=args.main)
+        if args.bundle:  # a board with app bundles: its first bundle, installed and confirmed
+            staged += cmd_bundle.stage_first(out, args.bundle, args.bundle_version)
+        commands += provision.deploy_commands(port, out, args.tool)
     except provision.ProvisionError as exc:
         raise CliError(str(exc))
     note("staged %d files for %s in %s (lib/ota as %s .mpy)" % (len(staged), args.device_id, out, args.arch))
@@ -112,6 +114,10 @@ def register(subparsers):
                    help="mpy-cross architecture: xtensawin for ESP32 (default), armv6m for RP2040; "
                    "bytecode runs on any port, the unix port included")
     p.add_argument("--main", default=str(provision.ROOT / "main.py"), help="the board's main.py (default: the project's)")
+    p.add_argument("--bundle", metavar="FILE",
+                   help="a first app bundle (`mpota bundle build`) to install in apps/a; use with "
+                   "--main boards/rp2/main.py, the launcher that runs it (docs/BUNDLES.md)")
+    p.add_argument("--bundle-version", default="1", help="the version the first bundle reports (default: 1)")
     p.add_argument("--out", help="staging folder (default: build/provision/DEVICE_ID); rebuilt each run")
     p.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
     p.add_argument("--firmware", help="full MicroPython image (ESP32_GENERIC OTA variant) to flash first")
