@@ -24,7 +24,7 @@ _HEAD = ">4sBBH"
 _ENTRY = ">BI32s"
 _ENTRY_SIZE = const(37)
 _PATH_MAX = const(96)
-_RESERVE = const(16384)  # room the filesystem keeps for its own metadata and the state files
+_RESERVE = const(32768)  # room for the filesystem's metadata, the state files and the digest table
 _BUF = const(1024)
 
 
@@ -37,7 +37,8 @@ def inactive():
     return "b" if bundle_boot.load()["active"] == "a" else "a"
 
 
-def _tree_size(path):
+def _tree_size(path, block):
+    """Bytes the files under `path` hold on the filesystem, each rounded up to whole blocks."""
     total = 0
     try:
         names = os.listdir(path)
@@ -45,17 +46,20 @@ def _tree_size(path):
         return 0
     for name in names:
         sub = path + "/" + name
-        total += _tree_size(sub) if os.stat(sub)[0] & 0x4000 else os.stat(sub)[6]
+        st = os.stat(sub)
+        total += _tree_size(sub, block) if st[0] & 0x4000 else -(-st[6] // block) * block
     return total
 
 
-def limits():
+def limits(chunk_size):
     """(anti-downgrade floor, largest bundle that fits). The floor is the bundles' own, apart
-    from the firmware's. A bundle is staged, then unpacked, so it needs twice its size; the
-    inactive folder's old content is freed first."""
+    from the firmware's. A bundle is staged (one file per chunk: whole blocks each), then
+    unpacked, and the inactive folder's old content and an old staging are freed first."""
     st = os.statvfs(".")
-    free = st[0] * st[4] + _tree_size(bundle_boot.folder(inactive())) + _tree_size(_stage())
-    return bundle_boot.load()["counter"], max(0, (free - _RESERVE) // 2)
+    block = st[0]
+    free = block * st[4] + _tree_size(bundle_boot.folder(inactive()), block) + _tree_size(_stage(), block) - _RESERVE
+    staged = -(-chunk_size // block) * block  # the room one chunk's file takes
+    return bundle_boot.load()["counter"], max(0, free * chunk_size // (staged + chunk_size))
 
 
 def _valid_path(path):

@@ -12,6 +12,7 @@ It wires the pieces: config → trusted keys → `Updater` → MQTT client (TLS 
 watchdog on each poll. An application with its own MQTT client builds `Transport` itself with
 `ota.adapter` instead (see docs/PROTOCOL.md)."""
 from ota import config, policy, trial, trust
+from ota.freshness import Freshness
 from ota.errors import OTAError
 from ota.transport import Transport
 from ota.updater import Updater
@@ -51,8 +52,11 @@ def _client(cfg):
 class Service:
     def __init__(self, cfg, checks=(), permission=None, client=None):
         self.checks = checks
-        self.updater = Updater(trust.load(), cfg["board"], permission or _permission(cfg["install"]),
-                               tick=trial.feed)
+        keys = trust.load()
+        # The clock: a set real-time clock, or the time learnt from timestamp records.
+        self.fresh = Freshness(keys, cfg["fleet"], cfg["group"], cfg["device_id"])
+        self.updater = Updater(keys, cfg["board"], permission or _permission(cfg["install"]),
+                               clock=self.fresh.now, tick=trial.feed, fresh=self.fresh)
         self.transport = Transport(client or _client(cfg), self.updater, cfg["device_id"], cfg["fleet"],
                                    cfg["group"], cfg["root"])
 
@@ -62,6 +66,7 @@ class Service:
     def poll(self, timeout_ms=100):
         """One round of the update service; call it often from the application's loop."""
         trial.feed()
+        self.fresh.watch()
         complete = self.transport.poll(timeout_ms)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))

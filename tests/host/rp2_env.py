@@ -98,10 +98,8 @@ def app_bundle(version, behaviour, extra=None, main=BUNDLE_APP):
 class BundleSigner(Signer):
     def bundle(self, version, behaviour, *, counter, board=RP2_BOARD, chunk_size=1024, extra=None, main=BUNDLE_APP):
         """(manifest blob, bundle bytes) of a signed app bundle."""
-        data = app_bundle(version, behaviour, extra, main)
-        tbs = signing.build_manifest(data, board=board, version=version, counter=counter, chunk_size=chunk_size,
-                                     key_id=self.key.public_key(), target="bundle")
-        return signing.sign(tbs, self.key), data
+        return self.release_of(app_bundle(version, behaviour, extra, main), version=version, counter=counter,
+                               chunk_size=chunk_size, board=board, target="bundle")
 
 
 def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_within_ms=4000, app=None, config=None):
@@ -122,9 +120,17 @@ def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_w
     return files
 
 
+def staged(folder, blob, data):
+    """A release as the test application finds it in `folder`: the manifest, the payload and its
+    digest table as the device keeps it (index, then every chunk's digest)."""
+    fields = signing.parse_blob(blob)[2]
+    table = b"".join(signing.chunk_messages(fields, data)[fields["chunk_count"]:])
+    return {folder + "/manifest.bin": blob, folder + "/payload.bin": data, folder + "/table.bin": table}
+
+
 def stage(device, blob, data):
     """Put a release where the test application picks it up."""
-    device.write_files({"release/manifest.bin": blob, "release/payload.bin": data})
+    device.write_files(staged("release", blob, data))
 
 
 @pytest.fixture

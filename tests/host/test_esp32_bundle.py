@@ -6,7 +6,7 @@ import pytest
 
 from mpunix import install_mpy
 from pipeline_env import FW_HEALTHY, FW_UNHEALTHY
-from rp2_env import BundleSigner, bundle_board_files, events
+from rp2_env import BundleSigner, bundle_board_files, events, staged
 from tools import signing
 
 BOARD = "esp32-generic"
@@ -30,7 +30,7 @@ def _record(device):
 
 
 def _stage(device, blob, payload):
-    device.write_files({"release/manifest.bin": blob, "release/payload.bin": payload})
+    device.write_files(staged("release", blob, payload))
 
 
 def test_bundle_updates_the_application_and_leaves_the_firmware_slots_alone(sim_device, firmware, signer):

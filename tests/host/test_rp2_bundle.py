@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from pipeline_env import FW_HANGS, FW_HEALTHY, FW_NEVER_CONFIRMS, FW_UNHEALTHY
-from rp2_env import BundleSigner, bundle_board_files, bundle_record, events, history, rp2_device, stage  # noqa: F401
+from rp2_env import BundleSigner, bundle_board_files, bundle_record, events, history, rp2_device, stage, staged  # noqa: F401
 from tools import bundle, signing
 
 
@@ -107,9 +107,7 @@ def test_malformed_bundle_is_refused_and_not_activated(rp2_device, signer):
     device = _board(rp2_device, signer)
     good = bundle.pack({"main.py": b"print('x')\n", "xx/boot.py": b"import machine\n"})
     data = good.replace(b"xx/boot.py", b"../boot.py")
-    tbs = signing.build_manifest(data, board="rp2-pico-w", version="6.6.6", counter=3, chunk_size=256,
-                                 key_id=signer.key.public_key(), target="bundle")
-    blob = signing.sign(tbs, signer.key)
+    blob = signer.release_of(data, board="rp2-pico-w", version="6.6.6", counter=3, chunk_size=256, target="bundle")[0]
     stage(device, blob, data)
     console = device.run(timeout=60)
     assert "REFUSED bad_format" in console
@@ -130,10 +128,9 @@ def test_watchdog_fed_through_the_longest_bundle_operations(rp2_device, signer):
                     app={"releases": ["release", "next"]})
     small_blob, small = signer.bundle("2.0.0", FW_HEALTHY, counter=2)
     modules = {"lib/m%02d.py" % i: "VALUE = %d\n" % i * 50 for i in range(30)}
-    modules["data/blob.bin"] = os.urandom(160 * 1024)
+    modules["data/blob.bin"] = os.urandom(100 * 1024)
     big_blob, big = signer.bundle("3.0.0", FW_HEALTHY, counter=3, chunk_size=4096, extra=modules)
-    device.write_files({"release/manifest.bin": small_blob, "release/payload.bin": small,
-                        "next/manifest.bin": big_blob, "next/payload.bin": big})
+    device.write_files(dict(staged("release", small_blob, small), **staged("next", big_blob, big)))
     console = device.run(timeout=120)
     record = device.wdt_record()
     assert bundle_record(device)["version"] == "3.0.0", console

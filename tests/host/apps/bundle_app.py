@@ -23,6 +23,21 @@ while trial.in_trial() and not ota.confirm([behaviour.healthy]):
 
 
 
+def feed_table(updater, m, folder):
+    """The digest table first (index, then pages), laid out in table.bin as the device keeps it."""
+    with open(folder + "/table.bin", "rb") as table:
+        while True:
+            need = [k for k in updater.missing(8) if k >= m.chunk_count]
+            if not need:
+                return
+            for k in need:
+                j = k - m.chunk_count
+                first = (j - 1) * m.fanout
+                offset, length = (0, 32 * m.pages) if j == 0 else (32 * (m.pages + first), 32 * min(m.fanout, m.chunk_count - first))
+                table.seek(offset)
+                updater.write_chunk(k, table.read(length))
+
+
 def apply(folder):
     """Offer the release staged in `folder`; download, verify and install it if it is new."""
     try:
@@ -37,6 +52,7 @@ def apply(folder):
         return
     if not m:
         return
+    feed_table(updater, m, folder)
     random.seed(cfg.get("seed", 1))
     order = list(range(m.chunk_count))
     for i in range(len(order) - 1, 0, -1):
