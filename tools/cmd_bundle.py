@@ -10,6 +10,8 @@ from pathlib import Path
 from tools import bundle
 from tools.cli import CliError
 
+LAUNCHER = Path(__file__).resolve().parents[1] / "boards" / "rp2" / "main.py"  # main.py of a board with bundles
+
 
 def cmd_build(args):
     try:

@@ -48,6 +48,9 @@ def test_readme_sh_blocks_run_as_written(mosquitto, tmp_path):
     (work / "sensor-01.key").write_bytes(device["key_pem"])
     (work / "ESP32_GENERIC-OTA.bin").write_bytes(fwimage.build_image("1.24.0", {}))
     (work / "micropython.app-bin").write_bytes(fwimage.build_image("1.2.0", {}, size=64 * 1024))
+    (work / "myapp").mkdir()  # the maker's application, for the app-bundle steps
+    (work / "myapp" / "main.py").write_text((ROOT / "boards" / "rp2" / "app" / "main.py").read_text())
+    (work / "myapp" / "sensor.py").write_text("def read():\n    return 21.5\n")
     lines = [c for body in blocks("sh") for c in commands(body)]
     assert len(lines) >= 9
     script = "set -euo pipefail\n" + "\n".join(lines).replace("mqtt.example.com:8883", "127.0.0.1:%d" % broker.port)
@@ -59,6 +62,8 @@ def test_readme_sh_blocks_run_as_written(mosquitto, tmp_path):
     assert "esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash -z 0x1000" in out
     assert "mpremote connect /dev/ttyUSB0 fs cp -r" in out
     assert (work / "staging/sensor-01/lib/ota/updater.mpy").exists()
+    assert (work / "staging/pico-01/apps/a/sensor.mpy").exists()  # the first bundle, for armv6m
+    assert "mpremote connect /dev/ttyACM0 fs cp -r" in out
     # The release reached the broker: its manifest and chunks are retained there.
     from tools import broker as host_broker
     from tools import signing

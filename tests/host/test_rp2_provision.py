@@ -20,13 +20,14 @@ def test_fresh_pico_provisioned_with_a_first_bundle_runs_it(tmp_path, capsys):
     inputs = Inputs(tmp_path / "in")
     argv = inputs.args("--board", "rp2-pico-w", "--bundle", str(tmp_path / "app.bundle"), "--bundle-version", "0.1.0",
                        arch="bytecode")  # bytecode: the unix port runs it; a Pico takes armv6m
-    argv[argv.index("--main") + 1] = str(ROOT / "boards" / "rp2" / "main.py")
+    del argv[argv.index("--main"):argv.index("--main") + 2]  # with --bundle: the launcher
     code, out, err = provision_cli(argv + ["--dry-run"], capsys)
     assert code == 0, err
     assert " %s " % (inputs.out / "apps") in out  # deployed with the rest
     record = json.loads((inputs.out / ".ota" / "bundle").read_bytes()[:-4])
     assert (record["active"], record["version"], record["trial"]) == ("a", "0.1.0", None)
     assert (inputs.out / "apps" / "a" / "lib" / "greeting.mpy").exists()
+    assert (inputs.out / "main.py").read_text() == (ROOT / "boards" / "rp2" / "main.py").read_text()
 
     pico = Rp2Device(tmp_path / "pico")  # erased storage, as a new board after the .uf2 is flashed
     rp2fs.copy_tree(pico.flash, inputs.out)
