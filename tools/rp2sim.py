@@ -48,7 +48,8 @@ def register(sub):
 
     p = sub.add_parser("rp2-run", help="power a simulated Pico W on and run its boot loop")
     p.add_argument("--flash", required=True, help="the board's storage file")
-    p.add_argument("--heapsize", default="190K", help="MicroPython heap (default 190K, a Pico W with Wi-Fi up)")
+    p.add_argument("--heapsize", default="256K", help="MicroPython heap (default 256K: about the 190 KB of a Pico W with "
+                   "Wi-Fi up, for the unix port's 64-bit objects)")
     p.add_argument("--halt-on-idle", action="store_true", help="exit 0 when main.py has finished and no watchdog is armed")
     p.add_argument("--stop-at-idle", action="store_true",
                    help="exit 0 as soon as main.py has finished, even with the watchdog armed (tests)")

@@ -27,7 +27,7 @@ BUNDLE_MQTT_APP = (ROOT / "tests" / "host" / "apps" / "bundle_mqtt_app.py").read
 class Rp2Device(SimDevice):
     """One simulated Pico W: its storage file, run by the rp2 supervisor (`mpota sim rp2-run`)."""
 
-    def __init__(self, root, files=None, heapsize="190K"):  # noqa: super().__init__ makes an ESP32
+    def __init__(self, root, files=None, heapsize="256K"):  # noqa: super().__init__ makes an ESP32
         self.root = Path(root)
         self.flash = self.root / "flash.bin"
         self.heapsize = heapsize
@@ -135,11 +135,11 @@ def stage(device, blob, data):
 
 @pytest.fixture
 def rp2_device(tmp_path):
-    """Factory: `rp2_device(files=None, heapsize="190K") -> Rp2Device`; boards still running at
+    """Factory: `rp2_device(files=None, heapsize="256K") -> Rp2Device`; boards still running at
     the end of the test are powered off."""
     made = []
 
-    def make(files=None, heapsize="190K"):
+    def make(files=None, heapsize="256K"):
         device = Rp2Device(tmp_path / ("pico%d" % len(made)), files, heapsize)
         made.append(device)
         return device

@@ -51,7 +51,7 @@ class Board(supervisor.Supervisor):
     `cut_at=n`: the power goes off during the n-th flash operation (page program or sector
     erase) counted from power-on, and comes back at once."""
 
-    def __init__(self, flash, *, heapsize="190K", halt_on_idle=False, max_boots=None, timeout=None,
+    def __init__(self, flash, *, heapsize="256K", halt_on_idle=False, max_boots=None, timeout=None,
                  uid=None, cut_at=None, seed=1, cpu_scale=CPU_SCALE, stop_at_idle=False):
         super().__init__(flash, Path(flash).resolve().parent, heapsize=heapsize, halt_on_idle=halt_on_idle,
                          max_boots=max_boots, timeout=timeout, uid=uid or default_uid(flash))
@@ -85,6 +85,8 @@ class Board(supervisor.Supervisor):
                     outcome = self._run_vm("rp2", cause)  # the reset reason register is unchanged
                 if outcome[0] == "idle" and self.stop_at_idle:
                     return self._halt("idle")
+                if outcome[0] == "panic":
+                    self.say("the VM crashed (signal %d): the core hangs" % -self._proc.returncode)
                 if outcome[0] in ("idle", "panic"):  # a crashed VM hangs the core until the watchdog
                     outcome = self._idle()
                     if outcome[0] == "wdt":  # at the REPL, or hung after a crash: not while working
