@@ -31,7 +31,7 @@ mpy: setup
 	$(BIN)/python -m tools mpy --arch xtensawin --arch armv6m --out build/mpy
 
 demo: setup
-	$(BIN)/python -m tools demo
+	$(BIN)/python -m tools.demo_pico && $(BIN)/python -m tools demo
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
