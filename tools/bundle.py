@@ -51,6 +51,13 @@ def pack(files):
 
 def read_table(data):
     """[(path, size, digest)] of a bundle; BundleError if it is not a well-formed one."""
+    try:
+        return _read_table(data)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BundleError("not a bundle (%s)" % exc) from None
+
+
+def _read_table(data):
     if len(data) < HEAD.size:
         raise BundleError("not a bundle (too short)")
     magic, version, count, h = HEAD.unpack_from(data)
@@ -60,6 +67,8 @@ def read_table(data):
     for _ in range(count):
         n, size, digest = ENTRY.unpack_from(data, offset)
         path = data[offset + ENTRY.size:offset + ENTRY.size + n].decode()
+        if path in (e[0] for e in entries):
+            raise BundleError("%s appears twice in the bundle" % path)
         entries.append((check_path(path), size, digest))
         offset += ENTRY.size + n
     if offset != h or h + sum(e[1] for e in entries) != len(data):

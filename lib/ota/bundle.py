@@ -3,11 +3,10 @@
 The updater treats it as it treats the firmware slot: chunks land in a staging folder
 (`.ota/bundle.part/<index>`, one file per chunk: any order, resumable, and never a write into
 the middle of a LittleFS file, which rewrites the file's tail), `sha256()` hashes what was
-written, and
-`install()` unpacks the verified bundle (docs/FORMAT.md section 6) into the inactive folder,
-checking each file as read back, then makes it active in one atomic step: the bundle record
-(`ota.bundle_boot`) names the new folder, on trial, and the board resets. The trial and its
-rollback belong to `ota.bundle_boot` and `ota.trial`; docs/BUNDLES.md tells the whole story."""
+written, and `install()` unpacks the verified bundle (docs/FORMAT.md section 6) into the
+inactive folder, checking each file as read back, then makes it active in one atomic step: the
+bundle record (`ota.bundle_boot`) names the new folder, on trial, and the board resets. The
+trial and its rollback belong to `ota.bundle_boot` and `ota.trial` (docs/BUNDLES.md)."""
 import hashlib
 import os
 import struct
@@ -63,7 +62,7 @@ def limits(chunk_size):
 
 
 def _valid_path(path):
-    if not 1 <= len(path) <= _PATH_MAX or path.startswith(".ota/"):
+    if not 1 <= len(path) <= _PATH_MAX or path.startswith(b".ota/"):
         return False
     for c in path:
         if not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"._-/"):
