@@ -74,33 +74,34 @@ def _valid_path(path):
 
 
 def read_table(f, size):
-    """[(path, size, digest)] of the bundle in file `f` of `size` bytes; FormatError
-    `bad_format` for anything docs/FORMAT.md section 6 does not allow."""
+    """The entries (path, size, digest) of the bundle table at the start of `f`, a seekable
+    stream of a `size`-byte bundle, one at a time: the whole table is checked first (FormatError
+    `bad_format` for anything docs/FORMAT.md section 6 does not allow), then read again entry by
+    entry, so it is never held whole in RAM. A duplicate path is the caller's to catch."""
     head = f.read(8)
     if len(head) != 8:
         raise FormatError("bad_format", "bundle header")
     magic, version, count, h = struct.unpack(_HEAD, head)
     if magic != _MAGIC or version != 1 or count < 1 or h > size:
         raise FormatError("bad_format", "bundle header")
-    entries = []
-    seen = set()
     offset = 8
     total = 0
     for _ in range(count):
         raw = f.read(_ENTRY_SIZE)
         if len(raw) != _ENTRY_SIZE:
             raise FormatError("bad_format", "bundle table")
-        n, length, digest = struct.unpack(_ENTRY, raw)
+        n, length, _digest = struct.unpack(_ENTRY, raw)
         path = f.read(n)
-        if len(path) != n or not _valid_path(path) or path in seen:
+        if len(path) != n or not _valid_path(path):
             raise FormatError("bad_format", "bundle path")
-        seen.add(path)
-        entries.append((path.decode(), length, digest))
         offset += _ENTRY_SIZE + n
         total += length
     if offset != h or h + total != size:
         raise FormatError("bad_format", "bundle lengths")
-    return entries
+    f.seek(8)
+    for _ in range(count):
+        n, length, digest = struct.unpack(_ENTRY, f.read(_ENTRY_SIZE))
+        yield f.read(n).decode(), length, digest
 
 
 class _Staged:
@@ -124,6 +125,16 @@ class _Staged:
             self.f.close()
             self.f = None
             self.index += 1
+
+    def seek(self, offset):
+        self.close()
+        self.f = None
+        self.index = offset // self.chunk_size
+        try:
+            self.f = open("%s/%d" % (_stage(), self.index), "rb")
+            self.f.seek(offset % self.chunk_size)
+        except OSError:
+            self.f = None  # past the last chunk: reads return nothing
 
     def read(self, n):
         buf = bytearray(n)
@@ -180,7 +191,10 @@ class Sink:
         reset. Leaves the running bundle as it was on an error: FormatError (the release is
         malformed and never tried again) or IntegrityError (read back wrong: tried again)."""
         try:
-            self._unpack(m, tick)
+            try:
+                self._unpack(m, tick)
+            except OSError as exc:  # no room, or a path that is a file and a folder at once
+                raise IntegrityError("write_failed", str(exc))
         except FormatError:
             history.failed(m.id)
             events.emit("rejected", release=m.id, reason="bad_format")
@@ -200,17 +214,25 @@ class Sink:
     def _unpack(self, m, tick):
         target = bundle_boot.folder(inactive())
         buf = bytearray(_BUF)
-        src = _Staged(self.chunk_size)
+        table, src = _Staged(self.chunk_size), _Staged(self.chunk_size)
         try:
-            entries = read_table(src, m.size)
-            remove_tree(target, tick)
-            _makedirs(target)
-            for path, length, digest in entries:
-                _makedirs(target + "/" + path.rsplit("/", 1)[0] if "/" in path else target)
-                _copy(src, target + "/" + path, length, buf, tick)
-                if _file_digest(target + "/" + path, buf, tick) != digest:
+            for i, (path, length, digest) in enumerate(read_table(table, m.size)):
+                if i == 0:  # the whole table is checked by now: the folder may be emptied
+                    src.seek(struct.unpack(_HEAD, src.read(8))[3])  # the files start after the table
+                    remove_tree(target, tick)
+                    _makedirs(target)
+                path = target + "/" + path
+                try:
+                    os.stat(path)
+                    raise FormatError("bad_format", "a path twice in the bundle")
+                except OSError:
+                    pass  # the folder was emptied: a file already there came earlier in this table
+                _makedirs(path.rsplit("/", 1)[0])
+                _copy(src, path, length, buf, tick)
+                if _file_digest(path, buf, tick) != digest:
                     raise IntegrityError("bad_digest", path)
         finally:
+            table.close()
             src.close()
 
 

@@ -55,7 +55,10 @@ for path in sys.argv[1:]:
     data = open(path, "rb").read()
     f = open(path, "rb")
     try:
-        out.append([[p, n, d.hex()] for p, n, d in read_table(f, len(data))])
+        got = [[p, n, d.hex()] for p, n, d in read_table(f, len(data))]
+        if len(set(p for p, _, _ in got)) != len(got):
+            raise OTAError("bad_format")  # a duplicate path: the sink finds the file already written
+        out.append(got)
     except OTAError as exc:
         out.append(exc.reason)
 print(json.dumps(out))

@@ -102,11 +102,26 @@ def test_bundle_for_another_board_or_older_is_refused_before_anything_is_written
     assert bundle_record(device)["active"] == "a"
 
 
-def test_malformed_bundle_is_refused_and_not_activated(rp2_device, signer):
-    """Authentic (signed) but malformed: a path that climbs out of the bundle folder."""
+MALFORMED = {
+    "climbs_out": lambda: bundle.pack({"main.py": b"print('x')\n", "xx/boot.py": b"import machine\n"}).replace(
+        b"xx/boot.py", b"../boot.py"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED) + ["duplicate_path"])
+def test_malformed_bundle_is_refused_and_not_activated(rp2_device, signer, case):
+    """Authentic (signed) but malformed: a path that climbs out of the bundle folder, or one
+    path twice (the second copy would silently replace the first)."""
+    import hashlib
+    import struct
+
+    if case == "duplicate_path":
+        files = [(b"main.py", b"print('x')\n"), (b"main.py", b"print('y')\n")]
+        table = b"".join(struct.pack(">BI32s", len(p), len(c), hashlib.sha256(c).digest()) + p for p, c in files)
+        data = struct.pack(">4sBBH", b"MOTB", 1, 2, 8 + len(table)) + table + b"".join(c for _, c in files)
+    else:
+        data = MALFORMED[case]()
     device = _board(rp2_device, signer)
-    good = bundle.pack({"main.py": b"print('x')\n", "xx/boot.py": b"import machine\n"})
-    data = good.replace(b"xx/boot.py", b"../boot.py")
     blob = signer.release_of(data, board="rp2-pico-w", version="6.6.6", counter=3, chunk_size=256, target="bundle")[0]
     stage(device, blob, data)
     console = device.run(timeout=60)
