@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test soak bench demo mpy setup clean
 
-$(STAMP): requirements-dev.txt pyproject.toml
+$(STAMP): requirements-dev.txt requirements-rp2-stubs.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/stubs-rp2 -r requirements-rp2-stubs.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -22,7 +23,7 @@ test: setup
 
 soak: setup
 	OTA_SOAK=1 $(BIN)/pytest -q -s tests/host/test_powercut_campaign.py tests/host/test_sim_power.py \
-		tests/host/test_torn_writes.py tests/host/test_mqtt_transport.py::test_disruption_campaign
+		tests/host/test_torn_writes.py tests/host/test_rp2_powercut.py tests/host/test_mqtt_transport.py::test_disruption_campaign
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
@@ -31,7 +32,7 @@ mpy: setup
 	$(BIN)/python -m tools mpy --arch xtensawin --arch armv6m --out build/mpy
 
 demo: setup
-	$(BIN)/python -m tools demo
+	$(BIN)/python -m tools.demo_pico && $(BIN)/python -m tools demo
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

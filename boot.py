@@ -1,10 +1,16 @@
-# boot.py: runs first at every boot. On the first boot of a new firmware, ota.boot() arms the
-# watchdog, so a firmware that hangs, crashes or never confirms is rolled back by the bootloader.
+# boot.py: runs first at every boot. On a board with app bundles, select() picks the bundle to
+# run (and rolls back one that failed its trial) before anything else is imported; on a board
+# without bundles it does nothing. Then, on the first boot of a new firmware or bundle,
+# ota.boot() arms the watchdog, so one that hangs, crashes or never confirms is rolled back.
 #
 # The guard below covers a firmware that cannot run the `ota` package at all (.mpy files of
 # another version, a module it lacks): with built-in modules only, it reads the running slot's
 # otadata entry and, on a trial boot, arms the watchdog itself, so that firmware rolls back too.
 try:
+    from ota.bundle_boot import select
+
+    select()
+    del select
     import ota
 
     ota.boot()

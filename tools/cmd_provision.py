@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools import mpy, provision
+from tools import cmd_bundle, mpy, provision
 from tools.cli import EXIT_REFUSED, CliError
 
 PORT_PLACEHOLDER = "PORT"
@@ -73,9 +73,12 @@ def cmd_provision(args):
         if args.firmware:
             commands += provision.flash_commands(port, Path(args.firmware).resolve(), chip=args.chip,
                                                  baud=args.baud, erase=args.erase)
-        commands += provision.deploy_commands(port, out, args.tool)
+        main = args.main or (cmd_bundle.LAUNCHER if args.bundle else provision.ROOT / "main.py")
         staged = provision.stage(out, config=config, trust=trust, credentials=credentials, arch=args.arch,
-                                 main=args.main, firmware_version=args.firmware_version)
+                                 main=main, firmware_version=args.firmware_version)
+        if args.bundle:  # a board with app bundles: its first bundle, installed and confirmed
+            staged += cmd_bundle.stage_first(out, args.bundle, args.bundle_version)
+        commands += provision.deploy_commands(port, out, args.tool)
     except provision.ProvisionError as exc:
         raise CliError(str(exc))
     note("staged %d files for %s in %s (lib/ota as %s .mpy)" % (len(staged), args.device_id, out, args.arch))
@@ -133,7 +136,11 @@ def register(subparsers):
     p.add_argument("--arch", default="xtensawin", choices=sorted(mpy.ARCH_CODES),
                    help="mpy-cross architecture: xtensawin for ESP32 (default), armv6m for RP2040; "
                    "bytecode runs on any port, the unix port included")
-    p.add_argument("--main", default=str(provision.ROOT / "main.py"), help="the board's main.py (default: the project's)")
+    p.add_argument("--main", help="the board's main.py (default: the project's; with --bundle, the bundle launcher)")
+    p.add_argument("--bundle", metavar="FILE",
+                   help="a first app bundle (`mpota bundle build`) to install in apps/a; main.py is then "
+                   "the launcher that runs the active bundle (boards/rp2/main.py, docs/BUNDLES.md)")
+    p.add_argument("--bundle-version", default="1", help="the version the first bundle reports (default: 1)")
     p.add_argument("--out", help="staging folder (default: build/provision/DEVICE_ID); rebuilt each run")
     p.add_argument("--wifi-ssid", help="Wi-Fi network the board joins; its password comes from $%s or a "
                    "prompt. Without it the application brings the network up itself" % WIFI_PASSWORD_ENV)

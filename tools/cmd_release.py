@@ -28,12 +28,13 @@ def manifest(args):
         raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
     key_id = public_key(args.pub) if args.pub else args.key_id
     payload = _read(args.firmware)
+    target = args.target or ("bundle" if payload[:4] == b"MOTB" else "firmware")  # `mpota bundle build` output
     try:
-        if args.target == "firmware":
+        if target == "firmware":
             imagecheck.check_app_image(payload, args.slot_size, args.firmware)
         tbs = signing.build_manifest(
             payload, board=args.board, version=args.version, counter=args.counter,
-            chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry, target=args.target,
+            chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry, target=target,
             encoding=args.encoding, window_bits=args.window_bits,
         )
     except (signing.FormatError, ValueError) as exc:  # imagecheck.ImageError included
@@ -93,9 +94,10 @@ def register(subparsers):
     p.add_argument("--chunk-size", type=int, default=4096, help="transfer chunk size in bytes (256..65536, default 4096)")
     p.add_argument("--expiry", type=int, help="Unix time after which devices refuse it (devices with no time refuse "
                    "an expiring release)")
-    p.add_argument("--target", choices=sorted(signing.TARGETS), default="firmware",
-                   help="what the payload is: a firmware image (default), an app bundle, or a trust file "
-                   "(`mpota key rotate` makes those)")
+    p.add_argument("--target", choices=sorted(signing.TARGETS),
+                   help="what the payload is: a firmware image, an app bundle, or a trust file; default: a bundle "
+                   "when the payload is one (`mpota bundle build`), else firmware; trust files "
+                   "come from `mpota key rotate`")
     p.add_argument("--encoding", choices=["raw", "deflate"], default="raw",
                    help="how chunks travel: raw (default) or deflate (each chunk compressed on its own)")
     p.add_argument("--window-bits", type=int, default=15, help="deflate window, 9..15 (device RAM: 2^bits bytes)")

@@ -8,7 +8,7 @@ for what is modelled and docs/DEVICE_TESTS.md for the virtual board.
 import sys
 from pathlib import Path
 
-from tools import fwimage
+from tools import fwimage, rp2sim
 from tools.cli import CliError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boards" / "unix"))
@@ -122,3 +122,4 @@ def register(subparsers):
     p.add_argument("--heapsize", default="100K", help="MicroPython heap (default 100K, an ESP32 without PSRAM)")
     p.add_argument("--uid", help="machine.unique_id() as 12 hex digits (default: derived from --flash)")
     p.set_defaults(func=cmd_board)
+    rp2sim.register(sub)  # simulated Pico W boards: tools/rp2sim.py

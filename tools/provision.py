@@ -36,7 +36,7 @@ FLASH_OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 
 # DER on the device: the form MicroPython's tls module loads on every port (PEM needs a build
 # option some ports lack).
 CA_FILE, CERT_FILE, KEY_FILE = "certs/ca.der", "certs/device.der", "certs/device.key.der"
-DEPLOY_ORDER = ("lib", ".ota", "certs", "ota_config.json", "boot.py", "main.py")
+DEPLOY_ORDER = ("lib", ".ota", "certs", "apps", "ota_config.json", "boot.py", "main.py")  # apps: a first app bundle
 # Run on the board before copying: drops an older lib/ota, whose .py files would shadow the .mpy.
 CLEAN_OLD_PACKAGE = ('import os; d = "lib/ota"; [os.remove(d + "/" + n) for n in (os.listdir(d) if "ota" in '
                      '(os.listdir("lib") if "lib" in os.listdir() else ()) else ())]')
@@ -249,7 +249,7 @@ def flash_commands(port, firmware, *, chip="esp32", baud=460800, erase=False):
 
 def deploy_commands(port, staging, tool="mpremote"):
     """Command lines that copy the staging folder onto the board and reset it."""
-    entries = [str(Path(staging) / name) for name in DEPLOY_ORDER]
+    entries = [str(Path(staging) / name) for name in DEPLOY_ORDER if (Path(staging) / name).exists()]
     if tool == "mpremote":
         connect = ["mpremote", "connect", port]
         return [connect + ["exec", CLEAN_OLD_PACKAGE], connect + ["fs", "cp", "-r"] + entries + [":"],

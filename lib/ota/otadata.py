@@ -6,8 +6,12 @@ partition; an entry counts when its CRC matches and its seq is set. The bootload
 import struct
 from binascii import crc32
 
-import esp32
 from micropython import const
+
+try:
+    import esp32
+except ImportError:  # rp2: no firmware slots, no otadata (app bundles only)
+    esp32 = None  # type: ignore[assignment]
 
 NEW = const(0)
 PENDING_VERIFY = const(1)
@@ -23,7 +27,7 @@ _SUBTYPE_OTA0 = const(16)
 
 def _entries():
     """[(seq, state)] for the entries whose CRC matches."""
-    found = esp32.Partition.find(esp32.Partition.TYPE_DATA, 0)
+    found = esp32 and esp32.Partition.find(esp32.Partition.TYPE_DATA, 0)
     if not found:
         return []
     part = found[0]
@@ -59,6 +63,8 @@ def state_of(index):
 
 def running_state():
     """State of the running slot: PENDING_VERIFY means this boot is a trial."""
+    if esp32 is None:
+        return None
     running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     index = slot_index(running)
     return None if index is None else state_of(index)

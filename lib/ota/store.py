@@ -10,6 +10,7 @@ from binascii import crc32
 STATE_DIR = ".ota"  # not an identifier: it can never shadow the `ota` package on sys.path
 MANIFEST = "manifest"  # the signed manifest of the download in progress
 PENDING = "pending"  # the install in flight: written just before set_boot()
+BUNDLE = "bundle"  # the app-bundle record (ota.bundle_boot.RECORD): only on a board with bundles
 
 
 def path(name):
@@ -46,6 +47,14 @@ def read(name):
     if struct.unpack("<I", blob[-4:])[0] != crc32(data):
         return None
     return data
+
+
+def exists(name):
+    try:
+        os.stat(path(name))
+        return True
+    except OSError:
+        return False
 
 
 def remove(name):

@@ -8,15 +8,19 @@ which reports `rolled_back` with the reason it can tell. The accounting lives in
 reset causes are not reliable on every port (rp2 reports WDT_RESET for machine.reset())."""
 import time
 
-import esp32
 import machine
 
 from ota import events, history, installed, otadata, store
 from ota.progress import Progress
 
+try:
+    import esp32
+except ImportError:  # rp2: no firmware slots; only app bundles have trials (ota.bundle)
+    esp32 = None  # type: ignore[assignment]
+
 _CAUSES = {
     machine.WDT_RESET: "watchdog",
-    machine.HARD_RESET: "reset",
+    getattr(machine, "HARD_RESET", -1): "reset",  # rp2 has only PWRON_RESET and WDT_RESET
     machine.PWRON_RESET: "power_loss",
 }
 
@@ -27,6 +31,16 @@ _wdt = None
 _deadline = None  # set while on trial, cleared by confirmation
 _running = (None, None)  # (release, version) of the running image
 _link = None  # on trial: None (no network used yet), False (tried, never reached), True (reached)
+
+
+def bundle_trials():
+    """`ota.bundle_trial` on a board with app bundles, else None: a board that has never had a
+    bundle does not load it (heap)."""
+    if not store.exists(store.BUNDLE):
+        return None
+    from ota import bundle_trial
+
+    return bundle_trial
 
 
 def _pending():
@@ -43,6 +57,14 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
     global _wdt, _deadline, _running
+    bundles = bundle_trials()
+    _wdt = bundles and bundles.on_boot(wdt_ms)
+    if _wdt:  # an app bundle's first boot: the same watchdog and deadline as a firmware's
+        _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
+        return True
+    if esp32 is None:  # rp2: no firmware slots; what runs is the bundle
+        events.emit("booted", **(bundles.running() if bundles else {}))
+        return False
     part = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     index = otadata.slot_index(part)
     slot = part.info()[4]
@@ -151,7 +173,9 @@ def confirm(checks=()):
     still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
     global _deadline
-    if _deadline is None and otadata.running_state() != otadata.PENDING_VERIFY:
+    bundles = bundle_trials()
+    on_trial = bundles and bundles.trial()
+    if not on_trial and _deadline is None and otadata.running_state() != otadata.PENDING_VERIFY:
         return True
     for check in checks:
         try:
@@ -162,6 +186,10 @@ def confirm(checks=()):
             return False
         if not ok:
             _fail("health_check_failed")
+    if bundles and on_trial:
+        bundles.confirm(_wdt and _wdt.feed)
+        _deadline = None
+        return True
     esp32.Partition.mark_app_valid_cancel_rollback()
     _deadline = None
     _confirmed(_pending())
@@ -184,11 +212,15 @@ def _confirmed(pending):
 
 
 def _fail(reason):
+    bundles = bundle_trials()
+    bundle = bundles and bundles.fail(reason)  # the bundle on trial, if that is what failed
+    release = bundle
     pending = _pending()
     if pending:
         pending["reason"] = reason
         store.write_json(store.PENDING, pending)
-    events.emit("trial_failed", release=pending and pending["release"], reason=reason)
-    if otadata.running_state() != otadata.PENDING_VERIFY:
+        release = pending["release"]
+    events.emit("trial_failed", release=release, reason=reason)
+    if not bundle and esp32 is not None and otadata.running_state() != otadata.PENDING_VERIFY:
         _revert(pending)  # a torn state word: the bootloader would not roll back by itself
     machine.reset()

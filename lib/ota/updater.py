@@ -18,7 +18,6 @@ import hashlib
 import os
 import time
 
-import esp32
 import machine
 from micropython import const
 
@@ -28,6 +27,11 @@ from ota.policy import now as install_now
 from ota.filesink import FileSink
 from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot
+
+try:
+    import esp32
+except ImportError:  # rp2: no firmware slot; app bundles only (ota.bundle)
+    esp32 = None  # type: ignore[assignment]
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
 _COOLDOWN_MS = const(2000)  # a refused message is not asked for again before this, doubled per refusal
@@ -48,9 +52,11 @@ class Updater:
         self.permission = permission  # callable: may the device switch and reboot now?
         self.clock = clock  # seconds since 1970 when the device has a trusted clock
         self.tick = tick  # called during long work, e.g. to feed a watchdog
-        running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
         self.version = trial.running()[1]  # from the signed manifest it was installed with
-        self.target = running.get_next_update()
+        self.target = None
+        if esp32:
+            running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
+            self.target = running.get_next_update()
         self.manifest = None
         self.progress = None
         self.slot = None
@@ -73,10 +79,14 @@ class Updater:
             raise FormatError("bad_format", "trailing bytes after the manifest")
         if message[5] == 3:  # a trust update: its floor is the serial of the trust file in use
             floor, capacity = self._trust_serial(), _TRUST_MAX
+        elif message[5] == 2:  # an app bundle: its own floor, the filesystem's room
+            from ota.bundle import limits
+
+            floor, capacity = limits(int.from_bytes(message[28:32], "big"))  # chunk size: checked next
         else:
-            floor, capacity = history.load()["counter"], self.target.info()[3]
+            floor, capacity = history.load()["counter"], self.target.info()[3] if self.target else 0
         m = manifest.check(blob, self.keys, self.board, floor, capacity, now, self.tick)
-        if m.target == "bundle" or m.encoding != "raw":
+        if m.encoding != "raw":
             raise FormatError("unsupported", "%s %s: no sink for it on this device" % (m.target, m.encoding))
         return m
 
@@ -92,7 +102,8 @@ class Updater:
         """Verify a manifest message (the blob, then its timestamp record when freshness is on)
         and start (or resume) its download. Returns the Manifest, or None when there is nothing
         to do (the release runs already, or it rolled back before)."""
-        if trial.in_trial() or otadata.running_state() == otadata.PENDING_VERIFY:
+        bundles = trial.bundle_trials()
+        if trial.in_trial() or otadata.running_state() == otadata.PENDING_VERIFY or (bundles and bundles.on_trial()):
             raise StateError("unconfirmed", "the running image is on trial")
         try:
             m = self._check(blob)
@@ -100,7 +111,7 @@ class Updater:
             events.emit("rejected", reason=getattr(exc, "reason", "bad_format"))
             raise
         past = history.load()
-        if m.id == past["release"] or m.id in past["failed"]:
+        if m.id == past["release"] or m.id in past["failed"] or (bundles and m.id == bundles.running_release()):
             return None
         if m.target == "trust" and m.counter == self._trust_serial():
             return None  # this trust file is the one in use
@@ -126,7 +137,12 @@ class Updater:
                 _create(TRUST_NEW, m.size)
             progress.save()
         self.manifest, self.progress, self._blob = m, progress, blob
-        self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
+        if m.target == "bundle":
+            from ota.bundle import Sink  # loaded only for a bundle: the sink and its table parser
+
+            self.slot = Sink(m, progress, self.tick)
+        else:
+            self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
         self._verified = self._asked = False
         self._unsaved = 0
         events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
@@ -258,6 +274,10 @@ class Updater:
                 self._asked = True
             return False
         events.emit("installing", release=m.id, target=m.version)
+        if m.target == "bundle":
+            return slot.install(m, self.tick)  # unpacks, checks, activates and resets; or raises
+        if self.target is None:
+            raise StateError("unsupported", "no firmware slot on this board")
         pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
         store.write_json(store.PENDING, pending)

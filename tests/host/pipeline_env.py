@@ -24,7 +24,7 @@ EVENT = re.compile(r"^EVENT (\S+) (.*)$", re.M)
 
 
 class PipelineBoard:
-    def __init__(self, sim_device, signer, *, wdt_ms=2000, confirm_within_ms=60000, app=None, heapsize="160K"):
+    def __init__(self, sim_device, signer, *, wdt_ms=2000, confirm_within_ms=60000, app=None, heapsize="168K"):
         self.signer = signer
         old = signer.release("1.0.0", {"fw": FW_HEALTHY})[1]
         self.device = sim_device(old, heapsize=heapsize)

@@ -1,5 +1,6 @@
 """`make demo` from a fresh clone: every board ends on the good release, every board rolled back
-from the bad one by itself, within two minutes, and no process is left behind."""
+from the bad one by itself (the ESP32 boards with firmware, a Pico W with app bundles), within two
+minutes, and no process is left behind."""
 import os
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert "good release 1.1.0 confirmed on 5/5 boards" in out
     assert "bad release 1.2.0 rolled back on 5/5 boards (reason health_check_failed)" in out
     assert out.rstrip().splitlines()[-1] == "DEMO PASSED"
+    assert "good bundle 1.1.0 confirmed on 1/1 Pico W" in out and "PICO W DEMO PASSED" in out
+    assert "bad bundle 1.2.0 rolled back on 1/1 Pico W (reason health_check_failed)" in out
     assert "downloading" in out and "health_check_failed" in out  # the live table was shown
     steps = [line.split(None, 1) for line in out.splitlines() if line.startswith("  esp32-") and " > " in line]
     good, bad = steps[:5], steps[5:]

@@ -65,6 +65,9 @@ def test_readme_sh_blocks_run_as_written(work_dir):
     work = work_dir
     (work / "ESP32_GENERIC-OTA.bin").write_bytes(flashimage.full_image())
     (work / "micropython.app-bin").write_bytes(fwimage.build_image("1.2.0", {}, size=64 * 1024))
+    (work / "myapp").mkdir()  # the maker's application, for the app-bundle steps
+    (work / "myapp" / "main.py").write_text((ROOT / "boards" / "rp2" / "app" / "main.py").read_text())
+    (work / "myapp" / "sensor.py").write_text("def read():\n    return 21.5\n")
     port = free_port()
     lines = [c.replace("mqtt.example.com:8883", "127.0.0.1:%d" % port) for body in blocks("sh") for c in commands(body)]
     assert len(lines) >= 13
@@ -88,6 +91,8 @@ def test_readme_sh_blocks_run_as_written(work_dir):
         assert (work / "staging/sensor-01/lib/ota/updater.mpy").exists()
         config = json.loads((work / "staging/sensor-01/ota_config.json").read_text())
         assert config["wifi"]["ssid"] == "home" and config["wifi"]["password"] == "wifi passphrase"
+        assert (work / "staging/pico-01/apps/a/sensor.mpy").exists()  # the first bundle, for armv6m
+        assert "mpremote connect /dev/ttyACM0 fs cp -r" in out
         # The release reached the broker: its manifest and chunks are retained there.
         rid = signing.manifest_id((work / "release.sig").read_bytes())
         with Fleet(work / "fleet").connection("127.0.0.1:%d" % port) as conn:

@@ -18,6 +18,7 @@ import pytest
 from mpunix import ROOT
 
 DEVICE_FILES = sorted((ROOT / "lib" / "ota").glob("*.py")) + [ROOT / "boot.py", ROOT / "main.py"]
+RP2_STUBS = ROOT / ".venv" / "stubs-rp2"  # micropython-rp2-stubs, installed apart by `make setup`
 # Modules the device code imports that CPython also has: they must come from the stubs too.
 MICROPYTHON_MODULES = ["esp32", "machine", "micropython", "tls", "time", "socket", "select", "hashlib",
                        "binascii", "random"]
@@ -49,10 +50,10 @@ def stub_paths(tmp_path_factory):
     return stdlib["stdlib"].parent, stubs
 
 
-def mypy(stub_paths, tmp_path, *args):
+def mypy(stub_paths, tmp_path, *args, config=ROOT / "pyproject.toml"):
     typeshed, stubs = stub_paths
     env = dict(os.environ, MYPYPATH=str(stubs))
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+    cmd = [sys.executable, "-m", "mypy", "--config-file", str(config),
            "--custom-typeshed-dir", str(typeshed), "--cache-dir", str(tmp_path / "mypy-cache"), *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -91,3 +92,32 @@ def test_a_wrong_call_into_the_firmware_is_caught(stub_paths, tmp_path):
     assert proc.returncode == 1, out
     assert "policy.py:%d: error:" % bad_line in out and "ticks_diff" in out, out
     assert "Found 1 error in 1 file" in out, out
+
+
+@pytest.fixture(scope="module")
+def rp2_stub_paths(stub_paths, tmp_path_factory):
+    """(typeshed dir, stub dir) with the rp2 port's modules (micropython-rp2-stubs) instead."""
+    if not (RP2_STUBS / "machine.pyi").is_file() or not (RP2_STUBS / "rp2").is_dir():
+        pytest.fail("micropython-rp2-stubs is not in %s: run `make setup`" % RP2_STUBS)
+    stubs = tmp_path_factory.mktemp("rp2-stubs")
+    for path in RP2_STUBS.iterdir():
+        if path.suffix == ".pyi" or (path.is_dir() and not path.name.endswith(".dist-info")):
+            (stubs / path.name).symlink_to(path)
+    (stubs / "_mpy_shed").symlink_to(stub_paths[1] / "_mpy_shed")
+    return stub_paths[0], stubs
+
+
+def test_device_code_type_checks_against_the_rp2_port(rp2_stub_paths, tmp_path):
+    """The same code on a Pico W: `esp32` does not exist there (the code imports it only where a
+    firmware slot is used, and runs without it); every other call must be one the rp2 port has.
+    The ignores written for the esp32 stubs may be unused here."""
+    config = tmp_path / "mypy-rp2.toml"
+    config.write_text((ROOT / "pyproject.toml").read_text().replace("warn_unused_ignores = true", "warn_unused_ignores = false")
+                      + '\n[[tool.mypy.overrides]]\nmodule = ["esp32"]\nignore_missing_imports = true\n')
+    proc = mypy(rp2_stub_paths, tmp_path, "--verbose", config=config)
+    assert proc.returncode == 0, proc.stdout
+    checked = re.search(r"Success: no issues found in (\d+) source files", proc.stdout)
+    assert checked and int(checked.group(1)) == len(DEVICE_FILES), proc.stdout
+    parsed = dict((m, p) for p, m in re.findall(r"LOG:  Parsing (\S+) \(([\w.]+)\)", proc.stderr))
+    assert parsed["machine"] == str(rp2_stub_paths[1] / "machine.pyi")
+    assert "esp32" not in parsed
