@@ -11,7 +11,9 @@ It wires the pieces: config → trusted keys → `Updater` → MQTT client (TLS 
 (the next update must still be able to arrive) and every check passes; it feeds the trial
 watchdog on each poll. An application with its own MQTT client builds `Transport` itself with
 `ota.adapter` instead (see docs/PROTOCOL.md)."""
-from ota import config, policy, trial, trust
+import gc
+
+from ota import config, events, policy, trial, trust
 from ota.errors import OTAError
 from ota.transport import Transport
 from ota.updater import Updater
@@ -60,7 +62,16 @@ class Service:
         return self.transport.connected
 
     def poll(self, timeout_ms=100):
-        """One round of the update service; call it often from the application's loop."""
+        """One round of the update service; call it often from the application's loop.
+        Running out of memory is reported (`fault`, no_memory) and never stops the service:
+        what is saved lets the next round resume."""
+        try:
+            self._poll(timeout_ms)
+        except MemoryError:
+            gc.collect()
+            events.emit("fault", error="no_memory")
+
+    def _poll(self, timeout_ms):
         trial.feed()
         complete = self.transport.poll(timeout_ms)
         if trial.in_trial() and self.transport.connected:

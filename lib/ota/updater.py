@@ -13,7 +13,7 @@ import machine
 from micropython import const
 
 from ota import events, history, manifest, otadata, store
-from ota.errors import FormatError, IntegrityError, StateError
+from ota.errors import FormatError, IntegrityError, OTAError, StateError
 from ota.policy import now as install_now
 from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot, app_version
@@ -70,13 +70,15 @@ class Updater:
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "another update is in progress")
         saved = Progress.load()
-        if saved and saved.release == m.id and store.read(store.MANIFEST) == blob:
+        sectors = (m.size + SECTOR - 1) // SECTOR
+        if saved and saved.release == m.id and saved.fits(m.counter, m.chunk_count, sectors) \
+                and store.read(store.MANIFEST) == blob:
             progress = saved
-        elif saved and m.counter < saved.counter:
+        elif saved and m.counter < saved.counter and self._resumable(saved):
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "a newer download is in progress")
         else:
-            progress = Progress(m.id, m.counter, m.chunk_count, (m.size + SECTOR - 1) // SECTOR)
+            progress = Progress(m.id, m.counter, m.chunk_count, sectors)
             store.write(store.MANIFEST, blob)
             progress.save()
         self.manifest, self.progress, self._blob = m, progress, blob
@@ -85,6 +87,15 @@ class Updater:
         self._unsaved = 0
         events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
         return m
+
+    def _resumable(self, saved):
+        """True when the saved progress belongs to the saved, still acceptable signed manifest
+        (a record that does not cannot hold newer offers off)."""
+        blob = store.read(store.MANIFEST)
+        try:
+            return blob is not None and self._check(blob).id == saved.release
+        except OTAError:
+            return False
 
     def missing(self, limit):
         return self.progress.missing(limit) if self.progress else []
