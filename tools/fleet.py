@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tools import broker
 from tools.cli import CliError
-from tools.pki import PKI
+from tools.pki import PKI, private_dir, write_private
 
 OPERATOR = "publisher"
 RESERVED = (OPERATOR, "broker", "ca")  # names of the operators' and the broker's certificates
@@ -62,7 +62,7 @@ class Fleet:
         folder = Path(folder)
         if (folder / FLEET_FILE).exists():
             raise CliError("%s already holds a fleet" % folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # it holds the fleet CA's key
         data = {"name": check_id(name, "fleet"), "root": broker._name(root, "root"), "broker": broker_address,
                 "devices": {}}
         PKI.open(folder / "pki").issue(OPERATOR)
@@ -118,13 +118,11 @@ class Fleet:
         return self._stage(device, group, leaf)
 
     def _stage(self, device, group, leaf):
-        out = self.dir / "devices" / device
-        (out / "certs").mkdir(parents=True, exist_ok=True)
+        out = private_dir(self.dir / "devices" / device)
+        private_dir(out / "certs")
         (out / "certs" / "ca.der").write_bytes(self.pki.ca_der)
         (out / "certs" / "device.der").write_bytes(leaf["cert_der"])
-        key = out / "certs" / "device.key.der"
-        key.write_bytes(leaf["key_der"])
-        key.chmod(0o600)
+        write_private(out / "certs" / "device.key.der", leaf["key_der"])
         if (self.dir / "trust.bin").exists():
             (out / ".ota").mkdir(exist_ok=True)
             shutil.copyfile(self.dir / "trust.bin", out / ".ota" / "trust.bin")
@@ -136,14 +134,16 @@ class Fleet:
         return out
 
     def revoke(self, device):
-        """Mark the device revoked and drop its staged key; the broker refuses it once it has
-        loaded the regenerated configuration (`mpota fleet broker-config`, then a reload)."""
+        """Mark the device revoked and delete every copy of its private key (staged and issued);
+        the broker refuses it once it has loaded the regenerated configuration (`mpota fleet
+        broker-config`, then a reload)."""
         info = self.data["devices"].get(device)
         if not info:
             raise CliError("no device %s in fleet %s" % (device, self.name))
         info["revoked"] = True
         self.save()
         shutil.rmtree(self.dir / "devices" / device, ignore_errors=True)
+        self.pki.forget(device)
 
     def crl(self):
         return self.pki.crl(self.revoked_serials())
