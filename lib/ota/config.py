@@ -4,7 +4,7 @@ Only what differs from the defaults needs to be in the file. Certificates and ke
 DER files named here (the form MicroPython's `tls` loads on every port). A broker password, when
 a broker uses passwords instead of client certificates, is the one secret in this file.
 
-Every setting is checked (`check` raises `ConfigError` naming the key). `load()` never raises:
+Every setting is checked (`check` raises `FormatError("bad_config", key)`). `load()` never raises:
 a board whose settings are damaged must still reach the broker and take the update or the
 re-provisioning that repairs them. A file that passes every check is kept as the last good
 settings (in the state folder, written only when it changes). A file that does not parse gives
@@ -29,73 +29,50 @@ DEFAULTS = {
     "wdt_ms": 30000,  # trial watchdog; rp2's hardware allows at most 8388
     "confirm_within_ms": 300000,  # a trial that has not confirmed by then rolls back
 }
-_checks_cache: list = []
+
+# What each setting must be. A kind ending in "?" also allows null; a tuple is an integer range.
+_KINDS = {"device_id": "level?", "board": "board", "fleet": "level", "group": "level?", "root": "level",
+          "broker": "broker", "install": "install", "wdt_ms": (1000, 3600000), "confirm_within_ms": (1000, 86400000),
+          "wifi": "dict?"}  # wifi: its fields are the network module's to check
+_BROKER = {"host": "name", "port": "port?", "tls": "bool", "ca": "name?", "cert": "name?", "key": "name?",
+           "server_hostname": "name?", "user": "secret?", "password": "secret?", "keepalive": (1, 65535)}
+_LONGEST = {"level": 64, "board": 32, "name": 253, "secret": 256, "install": 16}
 
 
-def _checks():
-    """{key: test} for every setting this version knows. Built on first use: the host tools
-    read DEFAULTS from this file without the device package on their path."""
-    if _checks_cache:
-        return _checks_cache[0]
-    from ota.shape import is_int, is_text
-
-    def level(v):  # a topic level or device id: what docs/PROTOCOL.md allows in one level
-        return is_text(v, 64) and all(32 < ord(c) < 127 and c not in "/+#" for c in v)
-
-    def board(v):
-        return is_text(v, 32) and all(ord(c) < 127 and (c.isalpha() or c.isdigit() or c in "._-") for c in v)
-
-    def install(v):
-        words = v.split() if type(v) is str else ()
-        return v == "now" or (len(words) == 3 and words[0] == "window" and words[1].isdigit()
-                              and words[2].isdigit() and int(words[1]) <= 24 and int(words[2]) <= 24)
-
-    def optional(test):
-        return lambda v: v is None or test(v)
-
-    def name(v):
-        return is_text(v, 253)
-
-    def secret(v):
-        return is_text(v, 256, 0)
-
-    fields = {"host": name, "port": optional(lambda v: is_int(v, 0, 65535)), "tls": lambda v: type(v) is bool,
-              "ca": optional(name), "cert": optional(name), "key": optional(name), "server_hostname": optional(name),
-              "user": optional(secret), "password": optional(secret),
-              "keepalive": lambda v: is_int(v, 1, 65535)}
-
-    def broker(v):
-        if type(v) is not dict or not name(v.get("host")):
-            return False
-        for key, value in v.items():
-            test = fields.get(key)
-            if test and not test(value):
-                return False
-        return v.get("tls") is False or bool(v.get("ca"))
-
-    checks = {
-        "device_id": optional(level), "board": board, "fleet": level, "group": optional(level), "root": level,
-        "broker": broker, "install": install,
-        "wdt_ms": lambda v: is_int(v, 1000, 3600000),
-        "confirm_within_ms": lambda v: is_int(v, 1000, 86400000),
-        "wifi": lambda v: v is None or type(v) is dict,  # its fields are the network module's to check
-    }
-    _checks_cache.append(checks)
-    return checks
+def _ok(kind, v):
+    if type(kind) is tuple:
+        return type(v) is int and kind[0] <= v <= kind[1]
+    if kind[-1] == "?":
+        return v is None or _ok(kind[:-1], v)
+    if kind == "bool" or kind == "dict":
+        return type(v) is (bool if kind == "bool" else dict)
+    if kind == "port":
+        return _ok((0, 65535), v)
+    if kind == "broker":
+        return (type(v) is dict and all(_ok(_BROKER[k], v[k]) for k in v if k in _BROKER) and "host" in v
+                and (v.get("tls") is False or bool(v.get("ca"))))
+    if type(v) is not str or not (kind == "secret" or v) or len(v) > _LONGEST[kind]:
+        return False
+    if kind == "level":  # a topic level or device id: what docs/PROTOCOL.md allows in one level
+        return all(32 < ord(c) < 127 and c not in "/+#" for c in v)
+    if kind == "board":
+        return all(c in "._-" or "0" <= c <= "9" or "a" <= c.lower() <= "z" for c in v)
+    if kind == "install":
+        w = v.split()
+        return v == "now" or (len(w) == 3 and w[0] == "window" and all(x.isdigit() and int(x) <= 24 for x in w[1:]))
+    return True
 
 
 def check(settings):
-    """Raise ConfigError (detail: the key) unless `settings` is a dict whose known keys are
+    """Raise FormatError("bad_config", key) unless `settings` is a dict whose known keys are
     well-formed. Keys this version does not know are left to whoever uses them."""
-    from ota.errors import ConfigError
+    from ota.errors import FormatError
 
     if type(settings) is not dict:
-        raise ConfigError("bad_config", "not a JSON object")
-    checks = _checks()
+        raise FormatError("bad_config", "not a JSON object")
     for key, value in settings.items():
-        test = checks.get(key)
-        if test and not test(value):
-            raise ConfigError("bad_config", key)
+        if key in _KINDS and not _ok(_KINDS[key], value):
+            raise FormatError("bad_config", key)
 
 
 def _read(path):
@@ -126,10 +103,8 @@ def load(path=CONFIG_FILE):
             store.write_json(_LAST_GOOD, given)
     else:
         cfg.update(last)  # a damaged file: the last good settings, then what it still says well
-        checks = _checks()
         for key, value in given.items():
-            test = checks.get(key)
-            if test and not test(value):
+            if key in _KINDS and not _ok(_KINDS[key], value):
                 store.report(path + ":" + key, "bad_config")
             else:
                 cfg[key] = value
@@ -142,10 +117,10 @@ def load(path=CONFIG_FILE):
 
 
 def _whole(value):
-    from ota.errors import ConfigError
+    from ota.errors import FormatError
 
     try:
         check(value)
         return True
-    except ConfigError:
+    except FormatError:
         return False

@@ -3,10 +3,10 @@
 # Reason codes are stable strings: status reports, the audit log and docs use them verbatim.
 # The manifest check (docs/FORMAT.md) raises FormatError as bad_format, unsupported or
 # bad_geometry; SignatureError as bad_signature or unknown_key; PolicyError as wrong_board,
-# downgrade, expired or too_large. Corrupted state: StateError as bad_history (no copy of the
-# anti-downgrade floor can be read: every update is refused), bad_progress or bad_pending (the
-# record is dropped and the download starts again); ConfigError as bad_config. A MemoryError
-# caught by the service is reported as no_memory.
+# downgrade, expired or too_large; StateError as bad_history when no copy of the anti-downgrade
+# floor can be read (every update is refused); FormatError as bad_config from config.check().
+# Damage the device recovers from is reported in `fault` events, not raised: bad_progress,
+# bad_state (a JSON state file), torn, bad_history (one copy), bad_config, no_memory.
 
 
 class OTAError(Exception):
@@ -53,8 +53,3 @@ class StateError(OTAError):
 
     reason = "bad_state"
 
-
-class ConfigError(OTAError):
-    """A setting in ota_config.json that is missing its type or range; `detail` names the key."""
-
-    reason = "bad_config"

@@ -9,7 +9,6 @@ floor, and a copy damaged later is covered by its twin. The floor is the highest
 the copies that read back whole and well-formed, and a save never writes a counter below it. When copies exist but none can be read, `load()` raises `StateError("bad_history")`
 and every update is refused: the device fails closed rather than take a floor of 0."""
 from ota import store
-from ota.shape import is_int, is_release
 from ota.errors import StateError
 
 _COPIES = ("history.0", "history.1")
@@ -19,17 +18,17 @@ _reported: list = []  # names already reported unreadable since boot: one event 
 
 
 def _valid(h):
-    if type(h) is not dict or not is_int(h.get("seq", 0), 0, 0x7FFFFFFF):
+    if type(h) is not dict or not store.is_int(h.get("seq", 0), 0, 0x7FFFFFFF):
         return False
-    if not is_int(h.get("counter"), 0, 0xFFFFFFFF):
+    if not store.is_int(h.get("counter"), 0, 0xFFFFFFFF):
         return False
-    if h.get("release") is not None and not is_release(h["release"]):
+    if h.get("release") is not None and not store.is_release(h["release"]):
         return False
     failed = h.get("failed")
     if type(failed) is not list or len(failed) > _MAX_FAILED:
         return False
     for release in failed:
-        if not is_release(release):
+        if not store.is_release(release):
             return False
     return True
 

@@ -10,7 +10,6 @@ import struct
 from binascii import crc32
 
 from ota import events
-from ota.shape import is_int, is_release, is_text
 
 STATE_DIR = ".ota"  # not an identifier: it can never shadow the `ota` package on sys.path
 MANIFEST = "manifest"  # the signed manifest of the download in progress
@@ -99,7 +98,7 @@ def read_json(name, default=None, valid=None):
     if not present(name):
         return default
     data = read(name)
-    valid = valid or _CHECKS.get(name) or _any
+    valid = valid or (_pending_ok if name == PENDING else _any)
     value = decode_json(data, valid) if data is not None else None
     if value is None:
         drop(name, "bad_state" if data is not None else "torn")
@@ -113,11 +112,22 @@ def _any(value):
     return value is not None
 
 
+def is_int(value, low, high):
+    return type(value) is int and low <= value <= high  # bool is not int here
+
+
+def is_text(value, longest, shortest=1):
+    return type(value) is str and shortest <= len(value) <= longest
+
+
+def is_release(value):
+    """A release id as state files keep it: 16 lowercase hex characters."""
+    return type(value) is str and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
 def _pending_ok(p):
     return (type(p) is dict and is_release(p.get("release")) and is_text(p.get("version"), 64)
             and is_int(p.get("counter"), 0, 0xFFFFFFFF) and (p.get("from") is None or is_text(p["from"], 64, 0))
             and is_int(p.get("slot"), 0, 15) and is_int(p.get("seq"), 0, 0xFFFFFFFF)
             and (p.get("reason") is None or is_text(p["reason"], 32)))
 
-
-_CHECKS = {PENDING: _pending_ok}
