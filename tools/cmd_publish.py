@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from tools import broker, signing
+from tools import broker, signing, timestamp
 from tools.audit import AuditLog
 from tools.fleet import OPERATOR
 from tools.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
@@ -25,20 +25,23 @@ def release_fields(blob, image):
     return fields
 
 
-def publish_release(conn, blob, image, targets, root=broker.DEFAULT_ROOT, progress=None):
-    """Upload chunks, then the release manifest, then point `targets` (manifest topics) at it.
-    Each stage is acknowledged before the next: a device never sees a manifest without chunks.
-    Returns the release id."""
+def publish_release(conn, blob, image, targets, root=broker.DEFAULT_ROOT, progress=None, stamp=None):
+    """Upload chunks and the digest table, then the release manifest, then point `targets`
+    (manifest topics) at it. Each stage is acknowledged before the next: a device never sees a
+    manifest without chunks. `stamp`: a `tools.timestamp.Stamper`, which appends a fresh
+    timestamp record to each target's message. Returns the release id."""
     fields = release_fields(blob, image)
-    rid, size = fields["id"], fields["chunk_size"]
-    infos = [conn.publish(broker.chunk_topic(root, rid, i), image[i * size:(i + 1) * size])
-             for i in range(fields["chunk_count"])]
+    rid = fields["id"]
+    infos = [conn.publish(broker.chunk_topic(root, rid, i), msg)
+             for i, msg in enumerate(signing.chunk_messages(fields, image))]
     conn.wait(infos, progress)
     conn.wait([conn.publish(broker.release_manifest_topic(root, rid), blob)])
-    conn.wait([conn.publish(t, blob) for t in targets])
-    check = [broker.release_manifest_topic(root, rid)] + list(targets)
+    messages = {t: blob + (stamp.record(t, blob) if stamp else b"") for t in targets}
+    conn.wait([conn.publish(t, m) for t, m in messages.items()])
+    messages[broker.release_manifest_topic(root, rid)] = blob
+    check = list(messages)
     stored = conn.retained(check, want=check)
-    missing = [t for t in check if stored.get(t) != blob]
+    missing = [t for t in check if stored.get(t) != messages[t]]
     if missing:
         raise CliError("the broker did not keep %s: does the ACL let this user write there?" % ", ".join(missing))
     return rid
@@ -67,10 +70,11 @@ def cmd_publish(args):
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=fields["chunk_count"], unit="chunk", desc="release %s" % fields["id"], file=sys.stderr)
+        bar = tqdm(total=signing.message_count(fields), unit="chunk", desc="release %s" % fields["id"], file=sys.stderr)
     try:
         with broker.from_args(args) as conn:
-            rid = publish_release(conn, blob, image, targets, args.root, bar.update if bar else None)
+            rid = publish_release(conn, blob, image, targets, args.root, bar.update if bar else None,
+                                  timestamp.from_args(args))
     finally:
         if bar:
             bar.close()
@@ -99,7 +103,7 @@ def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False):
     mtopic = broker.release_manifest_topic(root, release)
     blob = conn.retained([mtopic], want=[mtopic]).get(mtopic)
     if blob:
-        count = signing.parse_blob(blob)[2]["chunk_count"]
+        count = signing.message_count(signing.parse_blob(blob)[2])
         chunks = [broker.chunk_topic(root, release, i) for i in range(count)]
     else:  # no manifest left: find the chunks themselves
         chunks = sorted(conn.retained(["%s/fw/%s/+" % (root, release)]))
@@ -245,6 +249,7 @@ def register(subparsers):
     _add_target(p, "the fleet to offer the release to")
     p.add_argument("--no-target", action="store_true", help="upload only; offer it later")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    timestamp.add_arguments(p)
     _add_audit(p)
     broker.add_arguments(p)
     p.set_defaults(func=cmd_publish)

@@ -64,7 +64,7 @@ def verify(args):
     except (signing.FormatError, InvalidSignature) as exc:
         print("REFUSED: %s" % (exc or "the signature does not verify"))
         return EXIT_REFUSED
-    fields["digest"] = fields["digest"].hex()
+    fields = {k: v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
     print(json.dumps(fields, indent=2, sort_keys=True))
     return 0
 

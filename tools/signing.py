@@ -6,6 +6,7 @@ both against the same blobs. Importing this module has no side effects.
 import hashlib
 import re
 import struct
+import zlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,25 +23,36 @@ G = (
 
 # Manifest (to-be-signed part), all integers big-endian; see docs/FORMAT.md.
 MAGIC = b"MOTA"
-FORMAT_VERSION = 1
-HEADER = struct.Struct(">4sBBH8sBBBBIIIIQ32s")
-TARGETS = {"firmware": 1}
-ENCODINGS = {"raw": 0}
+FORMAT_VERSION = 2
+HEADER = struct.Struct(">4sBBH8sBBBBIIIIIQ32s32sI32sI")
+TARGETS = {"firmware": 1, "bundle": 2, "trust": 3}
+ENCODINGS = {"raw": 0, "deflate": 1, "delta": 2}
 NAME_MAX = 32
 CHUNK_MIN = 256
 CHUNK_MAX = 65536
+CHUNKS_MAX = 65535  # payload chunks + index + pages: the progress record counts in 16 bits
+DEFLATE_SLACK = 64  # a deflate chunk may be this much longer than the chunk size
 TBS_MAX = HEADER.size + 2 * NAME_MAX
 SIG_MIN = 8
 SIG_MAX = 72
 BOARD_RE = re.compile(rb"[A-Za-z0-9._-]{1,32}\Z")
 VERSION_RE = re.compile(rb"[!-~]{1,32}\Z")
 
-# Device trust file; see docs/FORMAT.md.
+# Timestamp record; see docs/FORMAT.md section 5.
+STAMP_MAGIC = b"MOTS"
+STAMP_HEADER = struct.Struct(">4sBBH8sQQ8sIBBH")
+STAMP_LEVELS = ("fleet", "group", "device")
+STAMP_LIFE_MAX = 31 * 86400
+LEVEL_NAME_MAX = 64
+
+# Device trust file; see docs/FORMAT.md section 8.
 TRUST_MAGIC = b"MOTK"
-TRUST_VERSION = 1
-TRUST_TEETH = 7  # 16 KB of tables per key in RAM; see bench/README.md
+TRUST_VERSION = 2
+TRUST_TEETH = 7  # the device reads entries from the file: no RAM cost; see bench/README.md
 TRUST_KEYS_MAX = 8
 TRUST_PATH = ".ota/trust.bin"  # where the device loads it from
+ROLE_RELEASE, ROLE_TRUST, ROLE_TIMESTAMP = 1, 2, 4
+ROLES = {"release": ROLE_RELEASE, "trust": ROLE_TRUST, "timestamp": ROLE_TIMESTAMP}
 
 
 class FormatError(ValueError):
@@ -153,41 +165,160 @@ def _table_bytes(table):
     return b"".join(x.to_bytes(32, "big") + y.to_bytes(32, "big") for x, y in table)
 
 
-def trust_file_bytes(public_keys, teeth=TRUST_TEETH):
-    """The device trust file for `public_keys` (a list of P-256 public keys), see docs/FORMAT.md."""
+def role_mask(names):
+    """The role bit mask for role names (`release`, `trust`, `timestamp`)."""
+    mask = 0
+    for name in names:
+        if name not in ROLES:
+            raise FormatError("role must be one of %s" % ", ".join(ROLES))
+        mask |= ROLES[name]
+    if mask & ROLE_TIMESTAMP and mask != ROLE_TIMESTAMP:
+        raise FormatError("a timestamp key can have no other role: it must never authorise code")
+    return mask
+
+
+def trust_file_bytes(public_keys, teeth=TRUST_TEETH, *, serial=0, roles=None):
+    """The device trust file for `public_keys` (P-256 public keys), see docs/FORMAT.md section 8.
+    `roles`: one bit mask per key (default: release + trust); `serial`: raised by each update."""
     if not 1 <= len(public_keys) <= TRUST_KEYS_MAX:
         raise FormatError("a trust file holds 1 to %d keys" % TRUST_KEYS_MAX)
     if not 2 <= teeth <= 8:
         raise FormatError("comb teeth must be 2..8")
-    out = [TRUST_MAGIC, bytes([TRUST_VERSION, teeth, len(public_keys), 0]), _table_bytes(comb_table(G, teeth))]
-    for pub in public_keys:
+    if not 0 <= serial <= 0xFFFFFFFF:
+        raise FormatError("trust serial must be 0..4294967295")
+    roles = list(roles) if roles is not None else [ROLE_RELEASE | ROLE_TRUST] * len(public_keys)
+    if len(roles) != len(public_keys) or any(not 1 <= r <= 7 or (r & ROLE_TIMESTAMP and r != ROLE_TIMESTAMP) for r in roles):
+        raise FormatError("one valid role mask per key")
+    if len({public_key_id(k) for k in public_keys}) != len(public_keys):
+        raise FormatError("a key is listed twice")
+    out = [TRUST_MAGIC, bytes([TRUST_VERSION, teeth, len(public_keys), 0]), struct.pack(">II", serial, 0),
+           _table_bytes(comb_table(G, teeth))]
+    for pub, role in zip(public_keys, roles):
         nums = pub.public_numbers()
-        out += [public_key_id(pub), _table_bytes(comb_table((nums.x, nums.y), teeth))]
+        out += [public_key_id(pub), bytes([role]) + bytes(7), _table_bytes(comb_table((nums.x, nums.y), teeth))]
     body = b"".join(out)
     return body + hashlib.sha256(body).digest()
 
 
-def write_trust_file(public_keys, path, teeth=TRUST_TEETH):
+def parse_trust_file(data):
+    """(serial, teeth, [(public key, roles)]) of a version 2 trust file; checks its digest."""
+    data = bytes(data)
+    if len(data) < 48 or data[:4] != TRUST_MAGIC or data[4] != TRUST_VERSION:
+        raise FormatError("not a version %d trust file" % TRUST_VERSION)
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise FormatError("trust file digest mismatch")
+    teeth, count = data[5], data[6]
+    serial = struct.unpack_from(">I", data, 8)[0]
+    size = ((1 << teeth) - 1) * 64
+    pos = 16 + size
+    keys = []
+    for _ in range(count):
+        role = data[pos + 8]
+        point = data[pos + 16:pos + 80]
+        pub = ec.EllipticCurvePublicNumbers(int.from_bytes(point[:32], "big"), int.from_bytes(point[32:], "big"),
+                                            ec.SECP256R1()).public_key()
+        keys.append((pub, role))
+        pos += 16 + size
+    if pos != len(data) - 32:
+        raise FormatError("trust file length does not match its key count")
+    return serial, teeth, keys
+
+
+def trust_update(current, *, add=(), remove=()):
+    """The next trust file after `current` (bytes of a version 2 trust file): keys `add`ed as
+    (public key, roles), key ids (hex) in `remove` dropped, serial raised by one. Refuses a
+    result that could lock the devices out (no key left to sign releases or trust updates)."""
+    serial, teeth, keys = parse_trust_file(current)
+    ids = {public_key_id(pub).hex() for pub, _ in keys}
+    for kid in remove:
+        if kid not in ids:
+            raise FormatError("key %s is not in the trust file" % kid)
+    keys = [(pub, role) for pub, role in keys if public_key_id(pub).hex() not in remove]
+    for pub, role in add:
+        if public_key_id(pub).hex() in ids:
+            raise FormatError("key %s is trusted already" % public_key_id(pub).hex())
+        keys.append((pub, role))
+    if not any(role & ROLE_TRUST for _, role in keys) or not any(role & ROLE_RELEASE for _, role in keys):
+        raise FormatError("the new trust file must keep a release key and a trust key, or devices are locked out")
+    return trust_file_bytes([pub for pub, _ in keys], teeth, serial=serial + 1, roles=[role for _, role in keys])
+
+
+def write_trust_file(public_keys, path, teeth=TRUST_TEETH, *, serial=0, roles=None):
     """Write the device trust file for `public_keys` to `path`; returns its size in bytes."""
-    data = trust_file_bytes(public_keys, teeth)
+    data = trust_file_bytes(public_keys, teeth, serial=serial, roles=roles)
     with open(path, "wb") as f:
         f.write(data)
     return len(data)
 
 
+# --- payload chunks and the digest table ------------------------------------------------------
+
+def payload_chunks(result, chunk_size, encoding="raw", window_bits=15):
+    """The payload chunk messages for `result` (raw: slices; deflate: each slice compressed on
+    its own as a raw deflate stream; delta: `result` is the patch, sliced)."""
+    slices = [bytes(result[i:i + chunk_size]) for i in range(0, len(result), chunk_size)]
+    if encoding != "deflate":
+        return slices
+    out = []
+    for piece in slices:
+        z = zlib.compressobj(9, zlib.DEFLATED, -window_bits)
+        out.append(z.compress(piece) + z.flush())
+        if len(out[-1]) > chunk_size + DEFLATE_SLACK:
+            raise FormatError("a compressed chunk exceeds chunk size + %d bytes" % DEFLATE_SLACK)
+    return out
+
+
+def table_geometry(chunk_count, chunk_size):
+    """(fan-out F, pages P) of the digest table; raises FormatError when it does not fit."""
+    fanout = chunk_size // 32
+    pages = -(-chunk_count // fanout)
+    if pages > fanout or chunk_count + 1 + pages > CHUNKS_MAX:
+        raise FormatError("too many chunks for chunk size %d: the digest table index must fit one chunk" % chunk_size)
+    return fanout, pages
+
+
+def digest_table(chunks, chunk_size):
+    """(index, pages) of the digest table over the payload chunk messages, docs/FORMAT.md 3."""
+    fanout, count = table_geometry(len(chunks), chunk_size)
+    leaves = [hashlib.sha256(c).digest() for c in chunks]
+    pages = [b"".join(leaves[j * fanout:(j + 1) * fanout]) for j in range(count)]
+    return b"".join(hashlib.sha256(p).digest() for p in pages), pages
+
+
+def message_count(fields):
+    """How many chunk topics a release has: payload chunks, the index and the pages."""
+    return fields["chunk_count"] + 1 + table_geometry(fields["chunk_count"], fields["chunk_size"])[1]
+
+
+def chunk_messages(fields, payload):
+    """Every chunk message of a release, in index order: payload chunks, index, pages. Raises
+    FormatError when `payload` (the result, or the patch for delta) is not what the manifest signs."""
+    chunks = payload_chunks(payload, fields["chunk_size"], fields["encoding"], fields["window_bits"] or 15)
+    index, pages = digest_table(chunks, fields["chunk_size"])
+    if len(chunks) != fields["chunk_count"] or hashlib.sha256(index).digest() != fields["table_root"]:
+        raise FormatError("the payload does not match the manifest's digest table")
+    return chunks + [index] + pages
+
+
 # --- manifest -------------------------------------------------------------------------------
 
-def build_manifest(payload, *, board, version, counter, chunk_size, key_id, target="firmware",
-                   encoding="raw", expiry=None):
-    """The to-be-signed manifest bytes for `payload` (bytes). `key_id`: 8 bytes, a hex string or
-    the signer's public key. Every bound the device checks is checked here first."""
+def _key_id(key_id):
     if isinstance(key_id, ec.EllipticCurvePublicKey):
         key_id = public_key_id(key_id)
     elif isinstance(key_id, str):
         key_id = bytes.fromhex(key_id)
-    board_b, version_b = _bytes(board), _bytes(version)
     if len(key_id) != 8:
         raise FormatError("key id must be 8 bytes")
+    return key_id
+
+
+def build_manifest(payload, *, board, version, counter, chunk_size, key_id, target="firmware",
+                   encoding="raw", expiry=None, window_bits=15, patch=None, base=None):
+    """The to-be-signed manifest bytes for the result `payload` (bytes). `key_id`: 8 bytes, a hex
+    string or the signer's public key. Delta: `patch` (the patch bytes) and `base` (the base
+    image). Every bound the device checks is checked here first."""
+    key_id = _key_id(key_id)
+    board_b, version_b = _bytes(board), _bytes(version)
     if not BOARD_RE.match(board_b):
         raise FormatError("board: 1 to 32 characters of A-Z a-z 0-9 . _ -")
     if not VERSION_RE.match(version_b):
@@ -196,6 +327,10 @@ def build_manifest(payload, *, board, version, counter, chunk_size, key_id, targ
         raise FormatError("target must be one of %s" % ", ".join(TARGETS))
     if encoding not in ENCODINGS:
         raise FormatError("encoding must be one of %s" % ", ".join(ENCODINGS))
+    if (encoding == "delta") != (patch is not None and base is not None):
+        raise FormatError("a delta manifest needs the patch and its base image, and only a delta does")
+    if encoding == "deflate" and not 9 <= window_bits <= 15:
+        raise FormatError("deflate window bits must be 9..15")
     if not 0 <= counter <= 0xFFFFFFFF:
         raise FormatError("security counter must be 0..4294967295")
     if not 1 <= len(payload) <= 0xFFFFFFFF:
@@ -204,10 +339,14 @@ def build_manifest(payload, *, board, version, counter, chunk_size, key_id, targ
         raise FormatError("chunk size must be %d..%d" % (CHUNK_MIN, CHUNK_MAX))
     if expiry is not None and not 1 <= expiry < 1 << 63:
         raise FormatError("expiry must be a positive Unix time")
+    chunks = payload_chunks(patch if encoding == "delta" else payload, chunk_size, encoding, window_bits)
+    index, _ = digest_table(chunks, chunk_size)
     header = HEADER.pack(
         MAGIC, FORMAT_VERSION, TARGETS[target], HEADER.size + len(board_b) + len(version_b), key_id,
-        ENCODINGS[encoding], len(board_b), len(version_b), 0, counter, len(payload), chunk_size,
-        -(-len(payload) // chunk_size), expiry or 0, hashlib.sha256(payload).digest(),
+        ENCODINGS[encoding], len(board_b), len(version_b), window_bits if encoding == "deflate" else 0, counter,
+        len(payload), chunk_size, len(chunks), sum(len(c) for c in chunks), expiry or 0,
+        hashlib.sha256(payload).digest(), hashlib.sha256(index).digest(),
+        len(base) if base else 0, hashlib.sha256(base).digest() if base else bytes(32), 0,
     )
     return header + board_b + version_b
 
@@ -216,8 +355,8 @@ def parse_tbs(tbs):
     """The fields of a to-be-signed manifest as a dict (checks the format, not a signature)."""
     if len(tbs) < HEADER.size + 2 or len(tbs) > TBS_MAX:
         raise FormatError("manifest length %d out of bounds" % len(tbs))
-    (magic, fmt, target, length, kid, encoding, blen, vlen, reserved, counter, size, chunk_size,
-     chunk_count, expiry, digest) = HEADER.unpack_from(tbs)
+    (magic, fmt, target, length, kid, encoding, blen, vlen, wbits, counter, size, chunk_size, chunk_count,
+     wire_size, expiry, digest, root, base_size, base_digest, reserved) = HEADER.unpack_from(tbs)
     if magic != MAGIC:
         raise FormatError("not a manifest (bad magic)")
     if fmt != FORMAT_VERSION:
@@ -232,14 +371,51 @@ def parse_tbs(tbs):
     encodings = {v: k for k, v in ENCODINGS.items()}
     if target not in targets or encoding not in encodings:
         raise FormatError("unsupported target %d or encoding %d" % (target, encoding))
-    if not CHUNK_MIN <= chunk_size <= CHUNK_MAX or size < 1 or chunk_count != -(-size // chunk_size):
+    if (encoding == 1) != (wbits != 0) or (wbits and not 9 <= wbits <= 15):
+        raise FormatError("bad deflate window bits")
+    if (encoding == 2) != (base_size != 0) or (encoding != 2 and any(base_digest)):
+        raise FormatError("delta base fields do not match the encoding")
+    stream = wire_size if encoding == 2 else size
+    if not CHUNK_MIN <= chunk_size <= CHUNK_MAX or size < 1 or chunk_count != -(-stream // chunk_size) \
+            or wire_size < chunk_count or (encoding == 0 and wire_size != size):
         raise FormatError("inconsistent chunk geometry")
+    table_geometry(chunk_count, chunk_size)
     return {
         "version": version.decode(), "counter": counter, "board": board.decode(),
-        "target": targets[target], "encoding": encodings[encoding], "size": size, "digest": digest,
-        "chunk_size": chunk_size, "chunk_count": chunk_count, "expiry": expiry or None,
-        "key_id": kid.hex(),
+        "target": targets[target], "encoding": encodings[encoding], "window_bits": wbits, "size": size,
+        "digest": digest, "chunk_size": chunk_size, "chunk_count": chunk_count, "wire_size": wire_size,
+        "table_root": root, "base_size": base_size, "base_digest": base_digest if base_size else None,
+        "expiry": expiry or None, "key_id": kid.hex(),
     }
+
+
+# --- timestamp records (freshness) ------------------------------------------------------------
+
+def build_timestamp(*, level, fleet, name=None, release, counter, issued, expires, private_key):
+    """A signed timestamp record (docs/FORMAT.md section 5) vouching that `release` (16 hex
+    chars) with `counter` is current at `level` of `fleet` (`name`: the group or device)."""
+    fleet_b, name_b = _bytes(fleet), _bytes(name or "")
+    if level not in STAMP_LEVELS:
+        raise FormatError("level must be one of %s" % ", ".join(STAMP_LEVELS))
+    if not 1 <= len(fleet_b) <= LEVEL_NAME_MAX or (level == "fleet") != (not name_b) or len(name_b) > LEVEL_NAME_MAX:
+        raise FormatError("a fleet name, and a group or device name for those levels")
+    if not 0 < issued < expires <= issued + STAMP_LIFE_MAX:
+        raise FormatError("a timestamp must expire after it is issued, within %d days" % (STAMP_LIFE_MAX // 86400))
+    rtbs = STAMP_HEADER.pack(STAMP_MAGIC, 1, STAMP_LEVELS.index(level), STAMP_HEADER.size + len(fleet_b) + len(name_b),
+                             public_key_id(private_key.public_key()), issued, expires, bytes.fromhex(release), counter,
+                             len(fleet_b), len(name_b), 0) + fleet_b + name_b
+    sig = private_key.sign(rtbs, ec.ECDSA(hashes.SHA256()))
+    return rtbs + bytes([len(sig)]) + sig
+
+
+def split_message(message):
+    """(manifest blob, timestamp record or b"") of a manifest topic's message."""
+    message = bytes(message)
+    if len(message) < HEADER.size:
+        raise FormatError("message too short for a manifest")
+    end = HEADER.unpack_from(message)[3]
+    end += 1 + message[end] if end < len(message) else 0
+    return message[:end], message[end:]
 
 
 # --- signatures and blobs -------------------------------------------------------------------

@@ -20,6 +20,7 @@ STATES = {
     "confirmed": "idle",
     "rolled_back": "idle",
     "rejected": "idle",
+    "trusted": "idle",  # a trust update replaced the trust file (no reboot)
 }
 
 _listeners: list = []

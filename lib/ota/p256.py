@@ -1,7 +1,7 @@
 """ECDSA P-256 signature check over a SHA-256 digest, in pure MicroPython.
 
 Trusted keys are fixed, so the host precomputes a comb table for G and one for each key
-(`ota.trust`): a verify is then ceil(256/t) doublings and up to twice as many mixed additions in
+(`ota.trust`; read from the trust file entry by entry): a verify is then ceil(256/t) doublings and up to twice as many mixed additions in
 Jacobian coordinates, with one inversion mod n and none mod p (x is compared projectively).
 Only public data is handled, so nothing here needs to be constant time.
 """
@@ -93,12 +93,21 @@ def _column(k, pos, d, teeth):
     return j
 
 
+def _entry(f, base, j, buf):
+    # Comb table entry j (1-based) of the table at byte `base` of the trust file: affine (x, y).
+    f.seek(base + (j - 1) * 64)
+    if f.readinto(buf) != 64:
+        raise ValueError("trust table")
+    return int.from_bytes(buf[:32], "big"), int.from_bytes(buf[32:], "big")
+
+
 def verify(digest, signature, key, tick=None):
     """True if the DER `signature` over the 32-byte `digest` is valid for `key`, else False.
 
-    `key` carries comb tables `g` and `q` (memoryviews of entries 1..2**teeth-1, 64-byte
-    big-endian x||y each) and `teeth`, as `ota.trust.Key` does; the key must have been checked on the curve when loaded.
-    `tick()`, if given, is called every few hundred field operations (to feed a watchdog)."""
+    `key` is an `ota.trust.Key`: `open()` gives the trust file, `g` and `q` the byte offsets of
+    the comb tables (entries 1..2**teeth-1, 64-byte big-endian x||y each), `teeth` their size;
+    the key was checked on the curve when loaded. Entries are read one at a time, so the tables
+    cost no RAM. `tick()`, if given, is called every few hundred field operations."""
     if len(digest) != 32:
         raise ValueError("digest")
     rs = decode_der(signature)
@@ -112,19 +121,21 @@ def verify(digest, signature, key, tick=None):
     u2 = (r * w % _N).to_bytes(32, "big")
     g, q, teeth = key.g, key.q, key.teeth
     d = (255 + teeth) // teeth
+    buf = memoryview(bytearray(64))
     X = Y = 1
     Z = 0
-    for i in range(d - 1, -1, -1):
-        if Z:
-            X, Y, Z = _dbl(X, Y, Z)
-        j = _column(u1, i, d, teeth) << 6
-        if j:
-            X, Y, Z = _add(X, Y, Z, int.from_bytes(g[j - 64:j - 32], "big"), int.from_bytes(g[j - 32:j], "big"))
-        j = _column(u2, i, d, teeth) << 6
-        if j:
-            X, Y, Z = _add(X, Y, Z, int.from_bytes(q[j - 64:j - 32], "big"), int.from_bytes(q[j - 32:j], "big"))
-        if tick and not i % _TICK_COLUMNS:
-            tick()
+    with key.open() as f:
+        for i in range(d - 1, -1, -1):
+            if Z:
+                X, Y, Z = _dbl(X, Y, Z)
+            j = _column(u1, i, d, teeth)
+            if j:
+                X, Y, Z = _add(X, Y, Z, *_entry(f, g, j, buf))
+            j = _column(u2, i, d, teeth)
+            if j:
+                X, Y, Z = _add(X, Y, Z, *_entry(f, q, j, buf))
+            if tick and not i % _TICK_COLUMNS:
+                tick()
     if not Z:
         return False
     zz = Z * Z % _P

@@ -14,6 +14,7 @@ watchdog on each poll. An application with its own MQTT client builds `Transport
 import gc
 
 from ota import config, events, policy, trial, trust
+from ota.freshness import Freshness
 from ota.errors import OTAError
 from ota.transport import Transport
 from ota.updater import Updater
@@ -53,8 +54,11 @@ def _client(cfg):
 class Service:
     def __init__(self, cfg, checks=(), permission=None, client=None):
         self.checks = checks
-        self.updater = Updater(trust.load(), cfg["board"], permission or _permission(cfg["install"]),
-                               tick=trial.feed)
+        keys = trust.load()
+        # The clock: a set real-time clock, or the time learnt from timestamp records.
+        self.fresh = Freshness(keys, cfg["fleet"], cfg["group"], cfg["device_id"])
+        self.updater = Updater(keys, cfg["board"], permission or _permission(cfg["install"]),
+                               clock=self.fresh.now, tick=trial.feed, fresh=self.fresh)
         self.transport = Transport(client or _client(cfg), self.updater, cfg["device_id"], cfg["fleet"],
                                    cfg["group"], cfg["root"])
 

@@ -32,6 +32,7 @@ _MAX_PENDING = const(16)
 _MAX_NOTE = const(200)  # a rollout note is a few dozen bytes; anything longer is ignored
 
 _LEVELS = ("fleet", "group", "device")
+_FALL_BACK = ("stale", "replayed", "wrong_level", "mismatch")  # freshness refusals of one level
 
 
 def _name(value, what):
@@ -317,13 +318,23 @@ class Transport:
             self.manifest = self.offered = None
             self.prefix = b""
             return
-        if blob == self.offered:
+        # A level refused for freshness (docs/FORMAT.md section 5) gives way to the next one, so
+        # a stale pin cannot hold the device back (a freeze).
+        for level in (2, 1, 0):
+            blob = self.blobs[level]
+            if blob is None:
+                continue
+            if blob == self.offered:
+                return
+            self.offered = blob
+            try:
+                m = self.u.offer(blob)
+                break
+            except OTAError as exc:
+                if exc.reason not in _FALL_BACK:
+                    return  # the updater reported it; a download already under way goes on
+        else:
             return
-        self.offered = blob
-        try:
-            m = self.u.offer(blob)
-        except OTAError:
-            return  # the updater reported it; a download already under way goes on
         if m is None:  # the winner is installed already, or failed here before: fetch nothing
             self._drop_window()
             self.manifest = None

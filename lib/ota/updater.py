@@ -6,25 +6,41 @@
     if u.complete(): u.finish(); u.install()   # install() returns False until permitted
 
 It writes only the inactive slot; nothing becomes bootable until the bytes in flash match the
-signed digest, and the reboot waits for the application's permission (`ota.policy`)."""
+signed digest, and the reboot waits for the application's permission (`ota.policy`).
+
+Every chunk is checked against the digest table the manifest commits to (docs/FORMAT.md
+section 3) before a byte of it is written: the table arrives as extra chunks (index, then
+pages), is checked against the signed root and kept in `.ota/table`, read one digest at a time.
+A trust update (target `trust`) is written to `.ota/trust.new` the same way and replaces the
+trust file in place, without a reboot."""
+
+import hashlib
+import os
 
 import esp32
 import machine
 from micropython import const
 
-from ota import events, history, manifest, otadata, store
+from ota import events, history, manifest, otadata, store, trust
 from ota.errors import FormatError, IntegrityError, OTAError, StateError
 from ota.policy import now as install_now
 from ota.progress import Progress, test_bit
+from ota.filesink import FileSink
 from ota.slot import SECTOR, Slot, app_version
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
+_TRUST_MAX = const(147056)  # the largest trust file: 8 keys, 8 teeth
+TABLE = store.STATE_DIR + "/table"  # the verified digest table of the download in progress
+TRUST_NEW = store.STATE_DIR + "/trust.new"
 
 
 class Updater:
-    def __init__(self, keys, board, permission=install_now, clock=None, tick=None):
-        self.keys = keys
+    def __init__(self, keys, board, permission=install_now, clock=None, tick=None, fresh=None,
+                 trust_path=trust.TRUST_FILE):
+        self.keys = keys  # a list: a trust update replaces its content in place
         self.board = board
+        self.fresh = fresh  # an `ota.freshness.Freshness`: timestamp records are required when it says so
+        self.trust_path = trust_path
         self.permission = permission  # callable: may the device switch and reboot now?
         self.clock = clock  # seconds since 1970 when the device has a trusted clock
         self.tick = tick  # called during long work, e.g. to feed a watchdog
@@ -41,9 +57,26 @@ class Updater:
         self._percent = -1
         self._buf = bytearray(SECTOR)  # for hashing the slot, allocated before any big work
 
-    def _check(self, blob):
+    def _check(self, message):
+        """The Manifest in a manifest topic's `message` (blob, then maybe a timestamp record)."""
+        end = manifest.blob_length(message)
+        blob, record = memoryview(message)[:end], memoryview(message)[end:]
         now = self.clock() if self.clock else None
-        return manifest.check(blob, self.keys, self.board, history.load()["counter"], self.target.info()[3], now, self.tick)
+        if self.fresh and self.fresh.required:
+            now = self.fresh.check(record, blob, self.tick)
+        elif len(record) and bytes(record[:4]) != b"MOTS":
+            raise FormatError("bad_format", "trailing bytes after the manifest")
+        if message[5] == 3:  # a trust update: its floor is the serial of the trust file in use
+            floor, capacity = self._trust_serial(), _TRUST_MAX
+        else:
+            floor, capacity = history.load()["counter"], self.target.info()[3]
+        m = manifest.check(blob, self.keys, self.board, floor, capacity, now, self.tick)
+        if m.target == "bundle" or m.encoding != "raw":
+            raise FormatError("unsupported", "%s %s: no sink for it on this device" % (m.target, m.encoding))
+        return m
+
+    def _trust_serial(self):
+        return trust.read(self.trust_path).serial
 
     @property
     def verified(self):
@@ -63,6 +96,8 @@ class Updater:
         past = history.load()
         if m.id == past["release"] or m.id in past["failed"]:
             return None
+        if m.target == "trust" and m.counter == self._trust_serial():
+            return None  # this trust file is the one in use
         current = self.manifest
         if current and current.id == m.id:
             return current
@@ -70,19 +105,22 @@ class Updater:
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "another update is in progress")
         saved = Progress.load()
-        sectors = (m.size + SECTOR - 1) // SECTOR
-        if saved and saved.release == m.id and saved.fits(m.counter, m.chunk_count, sectors) \
+        count, sectors = m.chunk_count + 1 + m.pages, (m.size + SECTOR - 1) // SECTOR
+        if saved and saved.release == m.id and saved.fits(m.counter, count, sectors) \
                 and store.read(store.MANIFEST) == blob:
             progress = saved
         elif saved and m.counter < saved.counter and self._resumable(saved):
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "a newer download is in progress")
         else:
-            progress = Progress(m.id, m.counter, m.chunk_count, sectors)
+            progress = Progress(m.id, m.counter, count, sectors)
             store.write(store.MANIFEST, blob)
+            _create(TABLE, 32 * (m.pages + m.chunk_count))
+            if m.target == "trust":
+                _create(TRUST_NEW, m.size)
             progress.save()
         self.manifest, self.progress, self._blob = m, progress, blob
-        self.slot = Slot(self.target, progress)
+        self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
         self._verified = self._asked = False
         self._unsaved = 0
         events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
@@ -98,24 +136,36 @@ class Updater:
             return False
 
     def missing(self, limit):
-        return self.progress.missing(limit) if self.progress else []
+        """Up to `limit` chunk indices to fetch: the table's index first, then its pages, then
+        payload chunks (a chunk can only be checked once its page is in)."""
+        m, p = self.manifest, self.progress
+        if m is None or p is None:
+            return []
+        n = m.chunk_count
+        if not test_bit(p.received, n):
+            return [n]
+        pages = [i for i in range(n + 1, n + 1 + m.pages) if not test_bit(p.received, i)]
+        return pages[:limit] if pages else p.missing(limit)
 
     def complete(self):
         return self.progress is not None and self.progress.complete()
 
     def write_chunk(self, index, data):
-        """Write chunk `index` into the slot. Returns False for a chunk already in flash."""
+        """Check chunk `index` against the digest table, then write it. Returns False for a chunk
+        already in flash; a chunk that fails its check is not written (typed OTAError)."""
         m, p, slot = self.manifest, self.progress, self.slot
         if m is None or p is None or slot is None:
             raise StateError("no_offer", "no manifest offered")
-        if not 0 <= index < m.chunk_count:
+        n = m.chunk_count
+        if not 0 <= index < n + 1 + m.pages:
             raise FormatError("bad_chunk", "index out of range")
-        expected = m.chunk_size if index < m.chunk_count - 1 else m.size - m.chunk_size * (m.chunk_count - 1)
-        if len(data) != expected:
-            raise FormatError("bad_chunk", "wrong chunk length")
         if test_bit(p.received, index):
             return False
-        slot.write(index * m.chunk_size, data)
+        if index >= n:
+            self._write_table(m, p, index - n, data)
+        else:
+            self._check_chunk(m, p, index, data)
+            slot.write(index * m.chunk_size, data)
         p.mark(index)
         self._unsaved += 1
         if self._unsaved >= _SAVE_EVERY or p.complete():
@@ -126,6 +176,35 @@ class Updater:
             events.emit("downloading", release=m.id, progress=percent)
         self._percent = percent
         return True
+
+    def _write_table(self, m, p, j, data):
+        # j = 0: the index, checked against the signed root; j > 0: page j-1, against the index.
+        if j == 0:
+            length, expected = 32 * m.pages, m.table_root
+            offset = 0
+        else:
+            if not test_bit(p.received, m.chunk_count):
+                raise StateError("not_yet", "the table's index is not in yet")
+            first = (j - 1) * m.fanout
+            length = 32 * min(m.fanout, m.chunk_count - first)
+            expected = _read_digest(32 * (j - 1))
+            offset = 32 * (m.pages + first)
+        if len(data) != length:
+            raise FormatError("bad_chunk", "wrong table length")
+        if hashlib.sha256(data).digest() != expected:
+            raise IntegrityError("bad_chunk_digest", "digest table")
+        with open(TABLE, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def _check_chunk(self, m, p, index, data):
+        expected = m.chunk_size if index < m.chunk_count - 1 else m.size - m.chunk_size * (m.chunk_count - 1)
+        if len(data) != expected:
+            raise FormatError("bad_chunk", "wrong chunk length")
+        if not test_bit(p.received, m.chunk_count + 1 + index // m.fanout):
+            raise StateError("not_yet", "the chunk's page of the table is not in yet")
+        if hashlib.sha256(data).digest() != _read_digest(32 * (m.pages + index)):
+            raise IntegrityError("bad_chunk_digest", "chunk %d" % index)
 
     def finish(self):
         """Check what is in flash against the signed digest, and the signature once more."""
@@ -139,15 +218,20 @@ class Updater:
             raise IntegrityError("bad_digest", "flash content does not match the manifest")
         if self._check(self._blob).id != m.id:
             raise IntegrityError("bad_signature", "manifest changed")
+        if m.target == "trust":
+            self._check_trust_file(m)
         self._verified = True
         events.emit("verified", release=m.id, target=m.version)
 
     def install(self):
         """Switch to the verified slot and hard-reset, once the application permits.
-        Returns False while permission is withheld; never returns otherwise."""
+        Returns False while permission is withheld; never returns otherwise. A trust update
+        needs no reboot and no permission: the trust file is replaced and True returned."""
         m, p, slot = self.manifest, self.progress, self.slot
         if m is None or p is None or slot is None or not self._verified:
             raise StateError("not_verified", "finish() first")
+        if m.target == "trust":
+            return self._install_trust(m)
         if not self.permission():
             if not self._asked:
                 events.emit("awaiting_permission", release=m.id, target=m.version)
@@ -168,12 +252,49 @@ class Updater:
         # A hard reset, never deep sleep: a deep-sleep wake skips the bootloader's rollback check.
         machine.reset()
 
+    def _check_trust_file(self, m):
+        try:
+            new = trust.read(TRUST_NEW)
+        except (OSError, FormatError):
+            new = None
+        if new is None or new.serial != m.counter or not any(k.roles & trust.TRUST for k in new.keys):
+            self._restart(m, self.progress, self.slot)
+            events.emit("rejected", release=m.id, reason="bad_trust")
+            raise FormatError("bad_trust", "the new trust file is not acceptable")
+
+    def _install_trust(self, m):
+        """Replace the trust file (one rename) and use its keys from now on."""
+        os.rename(TRUST_NEW, self.trust_path)
+        self.keys[:] = trust.load(self.trust_path)
+        Progress.clear()
+        store.remove(store.MANIFEST)
+        self.manifest = self.progress = self.slot = self._blob = None
+        self._verified = False
+        events.emit("trusted", release=m.id, serial=m.counter)
+        return True
+
     def _restart(self, m, p, slot):
         """Forget what was downloaded: the next attempt starts from an unerased slot."""
         progress = Progress(m.id, m.counter, p.chunk_count, p.sector_count)
         progress.save()
         self.progress = slot.progress = progress
         self._verified = False
+
+
+def _create(path, size):
+    """A file of `size` zero bytes, written in small pieces."""
+    zeros = bytes(256)
+    with open(path, "wb") as f:
+        while size > 0:
+            f.write(zeros[:min(size, 256)])
+            size -= 256
+
+
+def _read_digest(offset):
+    """The 32 bytes at `offset` of the digest table file."""
+    with open(TABLE, "rb") as f:
+        f.seek(offset)
+        return f.read(32)
 
 
 def _percent(progress):

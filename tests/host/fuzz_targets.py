@@ -157,19 +157,32 @@ class transport(_Corpus):
 
     def __init__(self, folder):
         super().__init__(folder)
-        self.image = _read(folder + "/image.bin")
-        self.chunk = self.info["chunk_size"]
+        data = _read(folder + "/chunks.bin")
+        self.chunks = []  # every chunk topic's payload, in index order
+        at = 0
+        while at < len(data):
+            n = int.from_bytes(data[at:at + 4], "big")
+            self.chunks.append(data[at + 4:at + 4 + n])
+            at += 4 + n
         self.rid = self.info["release"].encode()
         self.stats = {"offered": 0, "chunks": 0, "finished": 0}
 
     def _messages(self, rng):
         out = [(b"ota/manifest/plant", rng.pick(self.blobs) if rng.chance(4) else self.blobs[0])]
-        count = (len(self.image) + self.chunk - 1) // self.chunk
+        count = len(self.chunks)
+        if rng.chance(2):  # the order a device asks in: the table's index, its pages, then payload
+            payload = self.info["chunk_count"]
+            for i in list(range(payload, count)) + list(range(payload)):
+                out.append((b"ota/fw/" + self.rid + b"/" + str(i).encode(), self.chunks[i]))
+                if rng.chance(4):
+                    out.append(out[-1])
+            return out
         for _ in range(rng.below(3 * count + 3)):
             kind = rng.below(12)
             if kind < 9:
                 i = rng.below(count + 1)
-                out.append((b"ota/fw/" + self.rid + b"/" + str(i).encode(), self.image[i * self.chunk:(i + 1) * self.chunk]))
+                payload = self.chunks[i] if i < count else self.chunks[rng.below(count)]  # one past the end
+                out.append((b"ota/fw/" + self.rid + b"/" + str(i).encode(), payload))
             elif kind == 9:
                 out.append((b"ota/rollout/plant", json.dumps({"rollout": "r1", "release": self.rid.decode()}).encode()))
             elif kind == 10:

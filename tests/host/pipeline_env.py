@@ -4,6 +4,7 @@ import json
 import re
 
 from mpunix import ROOT, install_mpy
+from tools import signing
 from releases import Signer
 from tools.fwimage import FW_HEALTHY, FW_UNHEALTHY  # noqa: F401  (re-exported for the tests)
 
@@ -35,9 +36,13 @@ class PipelineBoard:
             ".ota/trust.bin": signer.trust.read_bytes(),
         })
 
-    def stage(self, blob, image):
-        """Put a release on the board's filesystem, where main.py picks it up."""
-        self.device.write_files({"release/manifest.bin": blob, "release/image.bin": image})
+    def stage(self, blob, image, signed_image=None):
+        """Put a release on the board's filesystem, where main.py picks it up: its manifest, its
+        image, and its digest table as the device keeps it (index, then every chunk's digest).
+        `signed_image`: the image the table is made from, when `image` is a tampered copy."""
+        fields = signing.parse_blob(blob)[2]
+        table = b"".join(signing.chunk_messages(fields, signed_image or image)[fields["chunk_count"]:])
+        self.device.write_files({"release/manifest.bin": blob, "release/image.bin": image, "release/table.bin": table})
 
     def events(self, text=None):
         """(kind, fields) of every complete EVENT line (a power cut can leave the last one torn)."""

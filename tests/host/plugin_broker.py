@@ -170,11 +170,11 @@ class Sink:
         if bytes(blob[:4]) != b"MOTA":
             events.emit("rejected", reason="bad_format")
             raise FormatError("bad_format")
-        f = struct.unpack_from(">4sBBH8sBBBBIIIIQ32s", blob)
+        f = struct.unpack_from(">4sBBH8sBBBBIIIIIQ32s32sI32sI", blob)
         m = Release()
         m.id = binascii.hexlify(hashlib.sha256(blob[:f[3]]).digest()[:8]).decode()
         m.counter, m.size, m.chunk_size, m.chunk_count = f[9], f[10], f[11], f[12]
-        m.version = bytes(blob[76 + f[6]:76 + f[6] + f[7]]).decode()
+        m.version = bytes(blob[152 + f[6]:152 + f[6] + f[7]]).decode()
         if self.m and self.m.id == m.id:
             return self.m
         if self.m and m.counter < self.m.counter:

@@ -15,15 +15,32 @@ class Signer:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.key = signing.generate_key()
+        self.stamp_key = None
         self.trust = self.folder / "trust.bin"
         signing.write_trust_file([self.key.public_key()], self.trust)
+
+    def add_timestamp_key(self):
+        """Trust an online timestamp key too: devices then require fresh timestamp records.
+        Returns the PEM file of its private key (unencrypted, as an online key's would be)."""
+        self.stamp_key = signing.generate_key()
+        signing.write_trust_file([self.key.public_key(), self.stamp_key.public_key()], self.trust,
+                                 roles=[signing.ROLE_RELEASE | signing.ROLE_TRUST, signing.ROLE_TIMESTAMP])
+        pem = self.folder / "timestamp.pem"
+        pem.write_bytes(signing.private_key_pem(self.stamp_key, None))
+        return pem
 
     def release(self, version, modules, *, counter=1, size=None, chunk_size=4096, board=BOARD, expiry=None):
         """(manifest blob, image bytes) for a firmware built from `modules`."""
         image = fwimage.build_image(version, modules, size=size)
-        tbs = signing.build_manifest(image, board=board, version=version, counter=counter, chunk_size=chunk_size,
-                                     key_id=self.key.public_key(), expiry=expiry)
-        return signing.sign(tbs, self.key), image
+        return self.release_of(image, version=version, counter=counter, chunk_size=chunk_size, board=board,
+                               expiry=expiry)
+
+    def release_of(self, payload, *, version="1.0.0", counter=1, chunk_size=4096, board=BOARD, expiry=None,
+                   target="firmware"):
+        """(manifest blob, payload) signed for any payload (an image, a trust file)."""
+        tbs = signing.build_manifest(payload, board=board, version=version, counter=counter, chunk_size=chunk_size,
+                                     key_id=self.key.public_key(), expiry=expiry, target=target)
+        return signing.sign(tbs, self.key), payload
 
 
 def release_id(blob):

@@ -65,7 +65,9 @@ def corpus(tmp_path_factory):
         (folder / ("m%d.bin" % i)).write_bytes(blob)
         names.append("m%d.bin" % i)
     (folder / "trust.bin").write_bytes(signer.trust.read_bytes())
-    (folder / "image.bin").write_bytes(image)
+    fields = signing.parse_blob(image_blob)[2]
+    messages = signing.chunk_messages(fields, image)  # every chunk topic's payload, as published
+    (folder / "chunks.bin").write_bytes(b"".join(len(m).to_bytes(4, "big") + m for m in messages))
     tbs = signing.parse_blob(image_blob)[0]
     (folder / "signed.bin").write_bytes(signed_variants(signer, tbs, 600, 5))
     (folder / "config.json").write_text(json.dumps({
@@ -76,7 +78,7 @@ def corpus(tmp_path_factory):
         "install": "window 2 4", "wdt_ms": 8000, "confirm_within_ms": 300000, "wifi": None}))
     (folder / "info.json").write_text(json.dumps({
         "board": BOARD, "slot_size": SLOT_SIZE, "now": NOW, "manifests": names, "release": release_id(image_blob),
-        "chunk_size": 4096}))
+        "chunk_count": fields["chunk_count"]}))
     return folder
 
 

@@ -34,12 +34,20 @@ print(json.dumps(out))
 """
 
 
+class Env(tuple):
+    """(folder, key, other) plus `release_only` and `stamp` keys with narrower roles."""
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("manifest")
-    key, other = signing.generate_key(), signing.generate_key()
-    signing.write_trust_file([key.public_key()], d / "trust.bin")
-    return d, key, other
+    key, other, release_only, stamp = (signing.generate_key() for _ in range(4))
+    signing.write_trust_file([key.public_key(), release_only.public_key(), stamp.public_key()], d / "trust.bin",
+                             roles=[signing.ROLE_RELEASE | signing.ROLE_TRUST, signing.ROLE_RELEASE,
+                                    signing.ROLE_TIMESTAMP])
+    e = Env((d, key, other))
+    e.release_only, e.stamp = release_only, stamp
+    return e
 
 
 def build(key, payload=b"x" * 5000, **kw):
@@ -99,15 +107,31 @@ def test_policy_refusals(env):
         (good, {"min": 7}),  # same counter: a re-install, allowed
         (expiring, {"now": 1000}),
         (expiring, {"now": 999}),
-        (expiring, {"now": None}),  # no clock: no expiry check
+        (expiring, {"now": None}),  # no clock: an expiring release cannot be judged
         (good, {"slot": 4999}),
         (good, {"slot": 5000}),
         (signing.sign(build(other), other), {}),  # a key the device does not trust
         (signing.sign(build(key, key_id=other.public_key()), key), {}),  # names another key
     ]
     got = [r.get("refused", "ok") for r in run_checks(env, cases)]
-    assert got == ["wrong_board", "downgrade", "ok", "expired", "ok", "ok", "too_large", "ok",
+    assert got == ["wrong_board", "downgrade", "ok", "expired", "ok", "no_clock", "too_large", "ok",
                    "unknown_key", "unknown_key"]
+
+
+def test_key_roles_limit_what_a_key_may_sign(env):
+    """A timestamp key never authorises code; only a trust key signs a trust update."""
+    _, key, _ = env
+    by_stamp = build(env.stamp, key_id=env.stamp.public_key())
+    trust_update = build(env.release_only, target="trust", key_id=env.release_only.public_key())
+    cases = [
+        (signing.sign(by_stamp, env.stamp), {}),
+        (signing.sign(trust_update, env.release_only), {}),
+        (signing.sign(build(env.release_only, key_id=env.release_only.public_key()), env.release_only), {}),
+        (signing.sign(build(key, target="trust"), key), {}),
+        (signing.sign(build(key, target="bundle"), key), {}),
+    ]
+    got = [r.get("refused", "ok") for r in run_checks(env, cases)]
+    assert got == ["unknown_key", "unknown_key", "ok", "ok", "ok"]
 
 
 def test_signature_over_other_bytes_and_flipped_bits_are_refused(env):
@@ -134,6 +158,10 @@ def test_format_bounds(env):
     tbs = build(key)
     good = signing.sign(tbs, key)
     hdr = signing.HEADER.size
+
+    def field(offset, value, size=4):
+        return signing_attach_raw(tbs[:offset] + value.to_bytes(size, "big") + tbs[offset + size:], key)
+
     cases = [
         (good[:-1], "bad_format"),  # truncated signature
         (good + b"\x00", "bad_format"),  # trailing byte
@@ -141,23 +169,45 @@ def test_format_bounds(env):
         (good[:100], "bad_format"),
         (b"", "bad_format"),
         (good + bytes(300), "bad_format"),
-        (good[:4] + b"\x02" + good[5:], "unsupported"),  # format version 2
+        (good[:4] + b"\x01" + good[5:], "unsupported"),  # format version 1: replaced by v2
+        (good[:4] + b"\x03" + good[5:], "unsupported"),
         (good[:6] + (len(tbs) + 1).to_bytes(2, "big") + good[8:], "bad_format"),
+        (good[:5] + b"\x04" + good[6:], "unsupported"),  # target 4
         # authentic (re-signed) but malformed or unsupported fields
-        (signing_attach_raw(bytes([*tbs[:5], 2, *tbs[6:]]), key), "unsupported"),  # target 2
-        (signing_attach_raw(tbs[:16] + b"\x01" + tbs[17:], key), "unsupported"),  # encoding 1
-        (signing_attach_raw(tbs[:19] + b"\x01" + tbs[20:], key), "bad_format"),  # reserved byte
+        (field(16, 3, 1), "unsupported"),  # encoding 3
+        (field(16, 1, 1), "unsupported"),  # deflate without window bits
+        (field(19, 12, 1), "unsupported"),  # window bits on a raw release
+        (field(148, 1), "bad_format"),  # reserved
         (signing_attach_raw(tbs[:hdr] + b"esp32 generic" + tbs[hdr + 13:], key), "bad_format"),
         (signing_attach_raw(tbs[:hdr + 13] + b"1.2\x00" + tbs[hdr + 17:], key), "bad_format"),
-        (signing_attach_raw(tbs[:17] + b"\x0c" + tbs[18:], key), "bad_format"),  # board length
-        (signing_attach_raw(tbs[:28] + (255).to_bytes(4, "big") + tbs[32:], key), "bad_geometry"),
-        (signing_attach_raw(tbs[:28] + (65537).to_bytes(4, "big") + tbs[32:], key), "bad_geometry"),
-        (signing_attach_raw(tbs[:32] + (4).to_bytes(4, "big") + tbs[36:], key), "bad_geometry"),
-        (signing_attach_raw(tbs[:32] + (6).to_bytes(4, "big") + tbs[36:], key), "bad_geometry"),
-        (signing_attach_raw(tbs[:24] + bytes(4) + tbs[28:], key), "bad_geometry"),  # size 0
+        (field(17, 12, 1), "bad_format"),  # board length
+        (field(28, 255), "bad_geometry"),  # chunk size
+        (field(28, 65537), "bad_geometry"),
+        (field(32, 4), "bad_geometry"),  # chunk count: 5000 / 1024 is 5
+        (field(32, 6), "bad_geometry"),
+        (field(24, 0), "bad_geometry"),  # size 0
+        (field(36, 5001), "bad_geometry"),  # wire size differs from size for raw
+        (field(112, 10), "bad_geometry"),  # a base on a raw release
+        (field(116, 1, 32), "bad_geometry"),
+        (field(16, 2, 1), "bad_geometry"),  # delta without a base
     ]
     got = [r.get("refused", "ok") for r in run_checks(env, [(b, {}) for b, _ in cases])]
     assert got == [reason for _, reason in cases]
+
+
+def test_digest_table_bound(env):
+    """The table's index must fit in one chunk: at most (chunk size / 32)^2 chunks."""
+    _, key, _ = env
+    fits = build(key, payload=bytes(64 * 256), chunk_size=256)  # 64 chunks, 8 pages of 8
+    with pytest.raises(signing.FormatError):
+        build(key, payload=bytes(64 * 256 + 1), chunk_size=256)
+    big = bytearray(fits)
+    big[24:28] = (64 * 256 + 1).to_bytes(4, "big")
+    big[32:36] = (65).to_bytes(4, "big")
+    big[36:40] = (64 * 256 + 1).to_bytes(4, "big")
+    got = [r.get("refused", "ok") for r in run_checks(env, [(signing.sign(fits, key), {}),
+                                                            (signing_attach_raw(bytes(big), key), {})])]
+    assert got == ["ok", "bad_geometry"]
 
 
 @pytest.mark.parametrize("field, value", [
@@ -177,5 +227,5 @@ def test_host_builder_accepts_the_bounds(env):
                 chunk_size=65536, expiry=2**40)
     assert len(tbs) == signing.TBS_MAX
     blob = signing.sign(tbs, key)
-    (got,) = run_checks(env, [(blob, {"board": "b" * 32, "min": 2**32 - 1})])
+    (got,) = run_checks(env, [(blob, {"board": "b" * 32, "min": 2**32 - 1, "now": 1700000000})])
     assert got["ok"][2] == 2**32 - 1 and got["ok"][9] == 1

@@ -177,23 +177,27 @@ def test_adversarial_signatures_and_keys_are_refused(tmp_path):
     for _, sig in cases:
         batch.add(path, digest, sig)
     # Trust files the loader must refuse: key off the curve, key "at infinity" (0, 0), a table
-    # byte changed, truncated, a key id that does not match its key.
+    # byte changed, truncated, a key id that does not match its key, bad roles or reserved bytes.
     good_file = signing.trust_file_bytes([key.public_key()])
-    q = 8 + 127 * 64 + 8
+    q = 16 + 127 * 64 + 16  # the key's table: after the header, G's table and the key's entry
     bad_files = []
     for x, y in ((key.public_key().public_numbers().x, 5), (0, 0)):
         f = bytearray(good_file)
         f[q:q + 64] = x.to_bytes(32, "big") + y.to_bytes(32, "big")
         point = b"\x04" + bytes(f[q:q + 64])
-        f[q - 8:q] = hashlib.sha256(point).digest()[:8]
+        f[q - 16:q - 8] = hashlib.sha256(point).digest()[:8]
         f[-32:] = hashlib.sha256(bytes(f[:-32])).digest()
         bad_files.append(bytes(f))
     changed = bytearray(good_file)
     changed[q + 200] ^= 1
-    wrong_id = bytearray(good_file)
-    wrong_id[q - 1] ^= 1
-    wrong_id[-32:] = hashlib.sha256(bytes(wrong_id[:-32])).digest()
-    bad_files += [bytes(changed), good_file[:-1], good_file + b"\x00", bytes(wrong_id)]
+    def edited(pos, value):
+        f = bytearray(good_file)
+        f[pos] = value
+        f[-32:] = hashlib.sha256(bytes(f[:-32])).digest()
+        return bytes(f)
+
+    bad_files += [bytes(changed), good_file[:-1], good_file + b"\x00", edited(q - 9, good_file[q - 9] ^ 1),
+                  edited(q - 8, 0), edited(q - 8, 8), edited(q - 8, 5), edited(q - 1, 1), edited(12, 1)]
     for raw in bad_files:
         batch.add(batch.trust_file(raw=raw), digest, good)
     got, _ = batch.run()

@@ -79,16 +79,16 @@ def test_refusals_leave_the_slot_untouched(sim_device, signer, tmp_path):
     assert [b["version"] for b in board.device.boot_log()] == ["1.0.0"] * 3
 
 
-def test_flash_that_does_not_match_the_digest_is_never_made_bootable(sim_device, signer):
+def test_a_corrupted_chunk_is_refused_on_arrival_and_never_made_bootable(sim_device, signer):
     board = PipelineBoard(sim_device, signer)
     blob, image = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
     tampered = bytearray(image)
     tampered[40_000] ^= 1  # one chunk arrives corrupted, with the right length
-    board.stage(blob, bytes(tampered))
+    board.stage(blob, bytes(tampered), signed_image=image)
     out = board.device.run(timeout=30)
-    assert "REFUSED bad_digest" in out and "installing" not in board.kinds()
+    assert "CHUNK_REFUSED 9 bad_chunk_digest" in out and "installing" not in board.kinds()
     assert [e["state_name"] for e in board.device.otadata() if e["seq"] != 0xFFFFFFFF] == ["VALID"]
-    board.stage(blob, image)  # the next attempt starts from zero and succeeds
+    board.stage(blob, image)  # the next attempt fetches the one missing chunk and succeeds
     board.device.run(timeout=60)
     assert board.device.boot_log()[-1]["version"] == "2.0.0"
     assert board.device.read_partition("ota_1")[: len(image)] == image

@@ -1,9 +1,11 @@
 """`mpota publish`, `prune` and `status` against a real mosquitto."""
+import hashlib
 import json
 import os
 
 from plugin_broker import make_release
 from tools import broker as hostbroker
+from tools import signing
 from tools.cli import main
 
 
@@ -27,14 +29,18 @@ def test_publish_uploads_chunks_then_manifests_with_progress(mosquitto, tmp_path
                  "--broker", "127.0.0.1:%d" % mq.port]) == 0
     out, err = capsys.readouterr()
     rid = out.split()[2]
-    assert "10/10" in err  # the progress bar reached the end
+    assert "12/12" in err  # the progress bar reached the end: 10 chunks, the table's index and page
     stored = everything(mq)
     assert stored.pop("ota/manifest/esp32-generic/group/canary") == blob
     assert stored.pop("ota/fw/%s/manifest" % rid) == blob
     assert b"".join(stored.pop("ota/fw/%s/%d" % (rid, i)) for i in range(10)) == image
+    index, page = stored.pop("ota/fw/%s/10" % rid), stored.pop("ota/fw/%s/11" % rid)
+    assert hashlib.sha256(index).digest() == signing.parse_blob(blob)[2]["table_root"]
+    assert index == hashlib.sha256(page).digest()
+    assert page == b"".join(hashlib.sha256(image[i:i + 1024]).digest() for i in range(0, 10_000, 1024))
     assert stored == {}
     log = mq.log_text()
-    assert log.index("'ota/fw/%s/9'" % rid) < log.index("'ota/fw/%s/manifest'" % rid) < log.index("group/canary'")
+    assert log.index("'ota/fw/%s/11'" % rid) < log.index("'ota/fw/%s/manifest'" % rid) < log.index("group/canary'")
 
 
 def test_publish_refuses_an_image_the_manifest_does_not_sign(mosquitto, tmp_path, capsys):
@@ -81,13 +87,13 @@ def test_prune_refuses_while_offered_then_clears_everything(mosquitto, tmp_path,
     rid = capsys.readouterr().out.split()[2]
     assert main(["prune", rid, *broker]) == 1
     assert "still offered on ota/manifest/f/device/dev-1" in capsys.readouterr().err
-    assert len(everything(mq)) == 6 + 1 + 1
+    assert len(everything(mq)) == 6 + 2 + 1 + 1  # chunks, digest table (index, page), manifests
     assert main(["prune", "--fleet", "f", "--device", "dev-1", *broker]) == 0  # unpin the device
     assert main(["prune", rid, *broker]) == 0
     assert everything(mq) == {}
     assert main(["publish", manifest, app, "--fleet", "f", "--quiet", *broker]) == 0
     assert main(["prune", rid, "--untarget", *broker]) == 0
-    assert "pruned release %s (8 retained messages cleared)" % rid in capsys.readouterr().out
+    assert "pruned release %s (10 retained messages cleared)" % rid in capsys.readouterr().out
     assert everything(mq) == {}
 
 
@@ -127,4 +133,4 @@ def test_publish_and_prune_are_recorded_in_the_fleet_audit_log(mosquitto, tmp_pa
     assert main(["publish", manifest, app, "--no-target", "--quiet", *broker]) == 0  # no fleet folder: no record
     log = [(e["actor"], e["action"], e["release"], e["outcome"]) for e in AuditLog(tmp_path).entries()]
     assert log == [("publisher", "publish", rid, "ota/manifest/f"),
-                   ("publisher", "prune", rid, "5 retained messages cleared")]  # 3 chunks, 2 manifests
+                   ("publisher", "prune", rid, "7 retained messages cleared")]  # 3 chunks, index, page, 2 manifests

@@ -30,6 +30,21 @@ def chunks_in_shuffled_order(count, seed, duplicates):
     return order
 
 
+def feed_table(updater, m):
+    """The digest table first (index, then pages), laid out in table.bin as the device keeps it."""
+    with open("release/table.bin", "rb") as table:
+        while True:
+            need = [k for k in updater.missing(8) if k >= m.chunk_count]
+            if not need:
+                return
+            for k in need:
+                j = k - m.chunk_count
+                first = (j - 1) * m.fanout
+                offset, length = (0, 32 * m.pages) if j == 0 else (32 * (m.pages + first), 32 * min(m.fanout, m.chunk_count - first))
+                table.seek(offset)
+                updater.write_chunk(k, table.read(length))
+
+
 try:
     blob = open("release/manifest.bin", "rb").read()
 except OSError:
@@ -43,6 +58,7 @@ if blob:
         print("REFUSED", exc.reason)
         m = None
     if m:
+        feed_table(updater, m)
         buf = bytearray(m.chunk_size)
         with open("release/image.bin", "rb") as image:
             for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
@@ -51,7 +67,10 @@ if blob:
                 n = min(m.chunk_size, m.size - i * m.chunk_size)
                 image.seek(i * m.chunk_size)
                 image.readinto(buf)
-                updater.write_chunk(i, memoryview(buf)[:n])
+                try:
+                    updater.write_chunk(i, memoryview(buf)[:n])
+                except OTAError as exc:
+                    print("CHUNK_REFUSED", i, exc.reason)
                 ota.feed()
         try:
             if updater.complete():

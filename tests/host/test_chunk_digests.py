@@ -1,0 +1,124 @@
+"""Per-chunk digests (docs/FORMAT.md section 3) on the simulated board: every chunk and table
+message is checked before a byte of it is written; a bad one costs that one message and erases
+nothing; the index, pages and chunks arrive in a fixed order; a full release still installs."""
+import json
+import os
+
+from releases import BOARD, Signer
+from tools import signing
+
+SCRIPT = """
+import sys, json
+from binascii import unhexlify
+from ota import trust
+from ota.updater import Updater
+from ota.errors import OTAError
+u = Updater(trust.load(sys.argv[1]), "%s")
+erases = []
+ioctl = u.target.ioctl
+def counting(cmd, arg):
+    if cmd == 6:
+        erases.append(arg)
+    return ioctl(cmd, arg)
+u.target.ioctl = counting
+m = u.offer(open(sys.argv[2], "rb").read())
+out = []
+for line in open(sys.argv[3]):
+    op = json.loads(line)
+    if op[0] == "missing":
+        out.append(["missing", u.missing(op[1])])
+        continue
+    try:
+        out.append([u.write_chunk(op[0], unhexlify(op[1])), len(erases)])
+    except OTAError as e:
+        out.append([e.reason, len(erases)])
+u.finish()
+out.append(["verified", u.verified])
+print(json.dumps(out))
+""" % BOARD
+
+
+def flip(data, at=0):
+    b = bytearray(data)
+    b[at] ^= 1
+    return bytes(b)
+
+
+def test_bad_chunks_and_tables_cost_one_message_and_erase_nothing(sim_snippet, tmp_path):
+    signer = Signer(tmp_path / "keys")
+    image = os.urandom(8 * 4096 - 100)  # 8 chunks of 4 KiB: 8 sectors
+    other = bytes(reversed(image))
+    blob, _ = signer.release_of(image, chunk_size=4096)
+    other_blob, _ = signer.release_of(other, chunk_size=4096)
+    msgs = signing.chunk_messages(signing.parse_blob(blob)[2], image)
+    foreign = signing.chunk_messages(signing.parse_blob(other_blob)[2], other)
+    n = 8
+    index, page = n, n + 1
+    ops = [
+        ("missing", 4),
+        (0, msgs[0]),  # not yet: its page is not in
+        (page, msgs[page]),  # not yet: the index is not in
+        (index, msgs[index][:-1]),  # truncated index
+        (index, msgs[index] + b"\0"),
+        (index, foreign[index]),  # another release's index (mix and match)
+        (index, msgs[index]),
+        ("missing", 4),
+        (page, flip(msgs[page], 40)),  # one digest changed
+        (page, msgs[page][:-32]),  # truncated table
+        (page, foreign[page]),
+        (page, msgs[page]),
+        ("missing", 4),
+        (0, flip(msgs[0])),  # one bit flipped
+        (0, foreign[0]),  # another release's chunk at the same index
+        (0, msgs[1]),  # another chunk of this release
+        (7, msgs[7][:-1]),
+        (0, msgs[0]),
+        (0, msgs[0]),  # a duplicate
+        ("missing", 4),
+    ] + [(i, msgs[i]) for i in range(1, n)]
+    (tmp_path / "blob").write_bytes(blob)
+    (tmp_path / "ops").write_text("".join(json.dumps([k, v if isinstance(v, int) else v.hex()]) + "\n" for k, v in ops))
+    proc = sim_snippet(SCRIPT, args=[str(signer.trust), str(tmp_path / "blob"), str(tmp_path / "ops")], heapsize="200K")
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got[:20] == [
+        ["missing", [index]],
+        ["not_yet", 0], ["not_yet", 0],
+        ["bad_chunk", 0], ["bad_chunk", 0], ["bad_chunk_digest", 0], [True, 0],
+        ["missing", [page]],
+        ["bad_chunk_digest", 0], ["bad_chunk", 0], ["bad_chunk_digest", 0], [True, 0],
+        ["missing", [0, 1, 2, 3]],
+        ["bad_chunk_digest", 0], ["bad_chunk_digest", 0], ["bad_chunk_digest", 0], ["bad_chunk", 0],
+        [True, 1],  # the first good chunk erases its own sector, and only that
+        [False, 1],
+        ["missing", [1, 2, 3, 4]],
+    ]
+    assert [r[0] for r in got[20:-1]] == [True] * (n - 1) and got[-2][1] == n
+    assert got[-1] == ["verified", True]
+    with open(sim_snippet.flash, "rb") as f:
+        flash = f.read()
+    from plugin_sim import partition
+
+    offset = partition("ota_1")[3]
+    assert flash[offset:offset + len(image)] == image
+
+
+def test_table_geometry_on_the_wire():
+    """The host publishes n chunks, one index and P pages; the index hashes to the signed root."""
+    key = signing.generate_key()
+    image = bytes(range(256)) * 40  # 10240 bytes in 1000-byte chunks: 11 chunks, 31 per page
+    blob = signing.sign(signing.build_manifest(image, board=BOARD, version="1", counter=1, chunk_size=1000,
+                                               key_id=key.public_key()), key)
+    fields = signing.parse_blob(blob)[2]
+    msgs = signing.chunk_messages(fields, image)
+    assert len(msgs) == signing.message_count(fields) == 11 + 1 + 1
+    assert len(msgs[11]) == 32 and len(msgs[12]) == 11 * 32
+    import hashlib
+
+    assert hashlib.sha256(msgs[11]).digest() == fields["table_root"]
+    assert msgs[12][:32] == hashlib.sha256(image[:1000]).digest()
+    try:
+        signing.chunk_messages(fields, image[:-1] + b"\0")
+    except signing.FormatError:
+        pass
+    else:
+        raise AssertionError("a payload that is not the signed one must be refused")

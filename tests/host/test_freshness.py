@@ -1,0 +1,110 @@
+"""Freshness (docs/FORMAT.md section 5) under the MicroPython unix port: timestamp records that
+are replayed, copied from another level, naming another release, stale, or signed by a key
+without the timestamp role are refused; time comes from the records when there is no clock and
+never goes back across a reboot."""
+import json
+
+import pytest
+
+import mpunix
+from tools import signing
+
+T = 1_800_000_000
+SCRIPT = """
+import sys, json
+from binascii import unhexlify
+from ota import trust
+from ota.freshness import Freshness
+from ota.errors import OTAError
+keys = trust.load(sys.argv[1])
+clock = [None]
+def fresh():
+    return Freshness(keys, "plant", "canary", "dev-1", clock=lambda: clock[0])
+f = fresh()
+out = []
+for line in open(sys.argv[2]):
+    c = json.loads(line)
+    if c.get("reboot"):
+        f = fresh()
+        continue
+    clock[0] = c["clock"]
+    try:
+        out.append(["ok", f.check(unhexlify(c["rec"]), unhexlify(c["blob"]))])
+    except OTAError as e:
+        out.append([e.reason])
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fresh")
+    release, stamp = signing.generate_key(), signing.generate_key()
+    signing.write_trust_file([release.public_key(), stamp.public_key()], d / "trust.bin",
+                             roles=[signing.ROLE_RELEASE | signing.ROLE_TRUST, signing.ROLE_TIMESTAMP])
+    return d, release, stamp
+
+
+def manifest(key, counter, version):
+    tbs = signing.build_manifest(b"x" * 3000, board="esp32-generic", version=version, counter=counter,
+                                 chunk_size=1024, key_id=key.public_key())
+    return signing.sign(tbs, key)
+
+
+def test_timestamp_record_rules(keys, tmp_path):
+    d, release, stamp = keys
+    a, b = manifest(release, 3, "3.0"), manifest(release, 4, "4.0")
+    rid = signing.manifest_id
+
+    def rec(blob=a, level="fleet", name=None, issued=T, expires=T + 3600, key=stamp, counter=None, release_id=None):
+        return signing.build_timestamp(level=level, fleet="plant", name=name, release=release_id or rid(blob),
+                                       counter=3 if counter is None else counter, issued=issued, expires=expires,
+                                       private_key=key)
+
+    bad_sig = bytearray(rec())
+    bad_sig[-3] ^= 1
+    cases = [
+        (rec(), a, T + 10),  # ok: the device's time is the clock's
+        (rec(), a, T + 10),  # the same record again: a re-delivery
+        (rec(issued=T - 100), a, T + 10),  # older than one already seen: replayed
+        (rec(level="device", name="dev-2"), a, T + 10),  # another device's record
+        (rec(level="group", name="other"), a, T + 10),  # another group's
+        (rec(level="device", name="dev-1", release_id=rid(b)), a, T + 10),  # names another release
+        (rec(level="device", name="dev-1", counter=99), a, T + 10),  # the right id, another counter
+        (rec(level="device", name="dev-1", issued=T + 5), a, T + 4000),  # expired at T + 3600
+        (rec(key=release), a, T + 10),  # a release key cannot vouch for freshness
+        (bytes(bad_sig), a, T + 10),
+        (rec()[:-1], a, T + 10),
+        (b"", a, T + 10),  # freshness required, no record
+        {"reboot": True},
+        (rec(issued=T - 100), a, None),  # still replayed after a reboot: the newest issued is stored
+        (rec(level="group", name="canary", issued=T + 50), a, None),  # no clock: time from the records
+        (rec(level="device", name="dev-1", issued=T + 1, expires=T + 20), a, None),  # expired by that time
+    ]
+    rows = []
+    for case in cases:
+        if isinstance(case, dict):
+            rows.append(json.dumps(case))
+        else:
+            r, blob, clock = case
+            rows.append(json.dumps({"rec": r.hex(), "blob": blob.hex(), "clock": clock}))
+    (tmp_path / "cases").write_text("\n".join(rows) + "\n")
+    out = json.loads(mpunix.run(SCRIPT, args=[str(d / "trust.bin"), str(tmp_path / "cases")], cwd=tmp_path).stdout)
+    assert out == [
+        ["ok", T + 10], ["ok", T + 10], ["replayed"], ["wrong_level"], ["wrong_level"], ["mismatch"], ["mismatch"],
+        ["stale"], ["unknown_key"], ["bad_signature"], ["bad_format"], ["bad_format"],
+        ["replayed"], ["ok", T + 50], ["stale"],
+    ]
+
+
+def test_host_refuses_records_it_could_not_defend():
+    key = signing.generate_key()
+    for kw in ({"expires": T}, {"expires": T + 32 * 86400}, {"level": "device"}, {"level": "fleet", "name": "x"},
+               {"level": "region"}):
+        args = dict(level="fleet", fleet="plant", name=None, release="00" * 8, counter=1, issued=T, expires=T + 60,
+                    private_key=key)
+        args.update(kw)
+        with pytest.raises(signing.FormatError):
+            signing.build_timestamp(**args)
+    with pytest.raises(signing.FormatError):
+        signing.role_mask(["timestamp", "release"])
