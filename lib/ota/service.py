@@ -78,6 +78,7 @@ class Service:
     def _poll(self, timeout_ms):
         trial.feed()
         complete = self.transport.poll(timeout_ms)
+        trial.link(self.transport.connected)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))
         if complete:
