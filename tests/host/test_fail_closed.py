@@ -250,21 +250,19 @@ def test_memory_error_in_the_service_is_reported_and_polling_goes_on(run, tmp_pa
     (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
     out = run("""
 import ota.service
+from ota.mqtt import MQTTClient
 
-class Link:
-    # A client whose connect runs out of memory twice (a real allocation failure), then finds
-    # no broker.
+class Link(MQTTClient):
+    # The real client, whose opening of the link runs out of memory twice (a real allocation
+    # failure), then finds no broker.
     calls = 0
-    def set_callback(self, cb): pass
-    def set_last_will(self, *a): pass
-    def close(self): pass
-    def connect(self):
+    def open(self, *args, **kwargs):
         Link.calls += 1
         if Link.calls <= 2:
             return bytearray(1 << 30)
         raise OSError(111)
 
-service = ota.service.start(client=Link())
+service = ota.service.start(client=Link("dev-1", "127.0.0.1", 1))
 for _ in range(6):
     service.poll(1)
 print(json.dumps([Link.calls, [s for s in seen if s[0] == "fault"]]))
