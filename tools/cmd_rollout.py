@@ -71,7 +71,7 @@ def cmd_run(args):
             seen.append(line)
             print(time.strftime("%H:%M:%S"), line, flush=True)
 
-    with f.connection(args.broker) as conn:
+    with f.connection(args.broker, identity=fleet.RUNNER) as conn:  # its own session, beside the operators'
         plan = rollout.Runner(f, args.rollout, conn).run(until, show)
     print("\n".join(rollout.summary(plan)))
     return EXIT_OK if plan["status"] in ("succeeded", "running", "paused") else EXIT_REFUSED

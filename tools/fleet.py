@@ -9,7 +9,8 @@
     <folder>/rollouts/      rollout state files (tools/rollout.py)
     <folder>/audit.jsonl    the audit trail (tools/audit.py)
 
-`publisher` is the operators' identity (publish, rollouts, status): it may write every OTA topic.
+`publisher` is the operators' identity (publish, rollouts, status) and `rollout` the rollout
+runner's: both may write every OTA topic.
 Revoking a device puts its certificate on the CRL the broker configuration loads."""
 import json
 import os
@@ -22,7 +23,12 @@ from tools.cli import CliError
 from tools.pki import PKI, private_dir, write_private
 
 OPERATOR = "publisher"
-RESERVED = (OPERATOR, "broker", "ca")  # names of the operators' and the broker's certificates
+# `mpota rollout run` connects as its own identity: the broker binds every client id to its
+# certificate's CN (tools/mosquitto_conf.py), so a runner and an operator's other commands sharing
+# one certificate would take each other's connection over.
+RUNNER = "rollout"
+OPERATORS = (OPERATOR, RUNNER)
+RESERVED = OPERATORS + ("broker", "ca")  # names of the operators' and the broker's certificates
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 FLEET_FILE = "fleet.json"
 
@@ -65,7 +71,9 @@ class Fleet:
         private_dir(folder)  # it holds the fleet CA's key
         data = {"name": check_id(name, "fleet"), "root": broker._name(root, "root"), "broker": broker_address,
                 "devices": {}}
-        PKI.open(folder / "pki").issue(OPERATOR)
+        pki = PKI.open(folder / "pki")
+        for identity in OPERATORS:
+            pki.issue(identity)
         if trust:
             shutil.copyfile(trust, folder / "trust.bin")
         atomic_write(folder / FLEET_FILE, json.dumps(data, indent=1, sort_keys=True))
@@ -149,15 +157,17 @@ class Fleet:
         return self.pki.crl(self.revoked_serials())
 
     # --- the operators' connection ---
-    def connection(self, address=None, client_id=None):
-        """A `tools.broker.Connection` as `publisher` over TLS to `address` (default: the
-        fleet's broker)."""
+    def connection(self, address=None, client_id=None, identity=OPERATOR):
+        """A `tools.broker.Connection` as `identity` (one of OPERATORS) over TLS to `address`
+        (default: the fleet's broker). The broker names the session after the identity."""
         host, _, port = (address or self.data["broker"]).rpartition(":")
         if not host or not port.isdigit():
             raise CliError("broker address %r: HOST:PORT" % (address or self.data["broker"]))
         pki = self.dir / "pki"
-        return broker.Connection(host, int(port), cafile=str(pki / "ca.crt"), certfile=str(pki / (OPERATOR + ".crt")),
-                                 keyfile=str(pki / (OPERATOR + ".key")), client_id=client_id)
+        if not (pki / (identity + ".key")).exists():  # a fleet made before this identity existed
+            self.pki.issue(identity)
+        return broker.Connection(host, int(port), cafile=str(pki / "ca.crt"), certfile=str(pki / (identity + ".crt")),
+                                 keyfile=str(pki / (identity + ".key")), client_id=client_id)
 
 
 def add_argument(parser):

@@ -138,3 +138,16 @@ def test_a_revoked_devices_private_key_is_gone_from_the_fleet_folder(fleet):
             assert key_pem not in data and key_der not in data, path
     assert (fleet.dir / "pki" / "dev-2.key").exists()  # the others keep theirs
     assert (fleet.dir / "pki" / "dev-1.crt").exists()  # the certificate stays: it is on the CRL
+
+
+def test_the_rollout_runner_and_an_operator_keep_their_sessions_side_by_side(fleet, broker):
+    address = "%s:%d" % (broker.host, broker.port)
+    with fleet.connection(address, identity="rollout") as runner:
+        with fleet.connection(address) as operator:
+            operator.wait([operator.publish("ota/manifest/plant", b"from the operator")])
+            time.sleep(0.3)
+            assert runner.client.is_connected() and operator.client.is_connected()
+        runner.wait([runner.publish("ota/rollout/plant", b"from the runner")])
+        assert runner.retained(["ota/manifest/plant", "ota/rollout/plant"], settle=0.3) == {
+            "ota/manifest/plant": b"from the operator", "ota/rollout/plant": b"from the runner"}
+    assert "already connected, closing old connection" not in broker.log_text()
