@@ -138,3 +138,27 @@ def test_the_mutator_is_deterministic_and_damages(mp):
              path=(HERE, LIB), heapsize="1M").stdout.split()
     assert out[0] == "True" and int(out[1]) >= 190 and int(out[2]) >= 150
 
+
+
+
+@pytest.mark.parametrize("chunk_size", [0, 1, 31, 32, 255])
+def test_a_signed_manifest_with_a_tiny_chunk_size_is_a_typed_error(tmp_path, mp, chunk_size):
+    """Found by the soak campaign: a chunk size under 32 divided by zero behind the signature."""
+    signer = Signer(tmp_path / "keys")
+    blob = signer.release("2.0.0", {"fw": "x = 1\n"}, counter=3, size=16 * 1024)[0]
+    fields = list(signing.HEADER.unpack_from(blob))
+    assert fields[11] == 4096  # the chunk size field
+    fields[11] = chunk_size
+    tbs = signing.HEADER.pack(*fields) + blob[signing.HEADER.size:fields[3]]
+    sig = signer.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    (tmp_path / "m.bin").write_bytes(tbs + bytes([len(sig)]) + sig)
+    out = mp("""
+from ota import manifest, trust
+from ota.errors import OTAError
+try:
+    manifest.check(open("m.bin", "rb").read(), trust.load("keys/trust.bin"), %r, 0, %d, %d)
+    print("accepted")
+except OTAError as exc:
+    print(exc.reason)
+""" % (BOARD, SLOT_SIZE, NOW), path=(LIB,), heapsize="1M", cwd=tmp_path).stdout.strip()
+    assert out == "bad_geometry"
