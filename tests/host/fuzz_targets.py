@@ -222,7 +222,7 @@ class transport(_Corpus):
 
 class state(_Corpus):
     """The device's state files: progress records and history copies whole (right CRC, wrong
-    content) or torn, pending-install records, raw damage under the CRC. The history's floor
+    content) or torn, pending-install records, the freshness record, raw damage under the CRC. The history's floor
     must never drop below what a single damaged copy hides (a violation otherwise), and a
     damaged progress record must never hold off a valid offer."""
 
@@ -245,8 +245,13 @@ class state(_Corpus):
             store.write(name, mutate(rng, data))
 
     def case(self, rng):
-        which = rng.below(3)
-        if which == 0:
+        which = rng.below(4)
+        if which == 3:
+            from ota import freshness
+
+            self._put(rng, freshness._NAME, b"[1767225600, 0, 1767229200]")
+            freshness.Freshness(self.keys, "plant", None, "dev-1", clock=None).now()
+        elif which == 0:
             self._put(rng, "progress", self.progress)
             saved = Progress.load()
             if saved is not None:
