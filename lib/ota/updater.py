@@ -127,13 +127,16 @@ class Updater:
         return m
 
     def _resumable(self, saved):
-        """True when the saved progress belongs to the saved, still acceptable signed manifest
-        (a record that does not cannot hold newer offers off)."""
+        """True when the saved progress belongs to the saved manifest, which offer() checked
+        before writing it: a damaged record that names no saved release cannot hold offers off.
+        (No second signature check: it would cost a verify and move the freshness state.)"""
         blob = store.read(store.MANIFEST)
         try:
-            return blob is not None and self._check(blob).id == saved.release
+            end = manifest.blob_length(blob or b"")
         except OTAError:
             return False
+        tbs_len = blob[6] << 8 | blob[7]
+        return end <= len(blob) and hashlib.sha256(blob[:tbs_len]).digest()[:8].hex() == saved.release
 
     def missing(self, limit):
         """Up to `limit` chunk indices to fetch: the table's index first, then its pages, then
