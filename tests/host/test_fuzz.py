@@ -53,6 +53,13 @@ def signed_variants(signer, tbs, count, seed):
     return b"".join(out)
 
 
+SOAK_SEED = int(os.environ.get("OTA_FUZZ_SEED") or time.time())  # printed by the soak, to replay a finding
+
+
+def soak_scale():
+    return int(os.environ.get("OTA_FUZZ_SCALE", "100"))  # 100: 10^5 cases in all
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz-corpus")
@@ -69,7 +76,9 @@ def corpus(tmp_path_factory):
     messages = signing.chunk_messages(fields, image)  # every chunk topic's payload, as published
     (folder / "chunks.bin").write_bytes(b"".join(len(m).to_bytes(4, "big") + m for m in messages))
     tbs = signing.parse_blob(image_blob)[0]
-    (folder / "signed.bin").write_bytes(signed_variants(signer, tbs, 600, 5))
+    variants = SHARES["manifest_signed"] * soak_scale() if os.environ.get("OTA_SOAK") else 600
+    host_seed = SOAK_SEED if os.environ.get("OTA_SOAK") else 5
+    (folder / "signed.bin").write_bytes(signed_variants(signer, tbs, variants, host_seed))  # each case its own
     (folder / "config.json").write_text(json.dumps({
         "device_id": "dev-1", "board": BOARD, "fleet": "plant", "group": "north", "root": "ota",
         "broker": {"host": "mqtt.example.com", "port": 8883, "tls": True, "ca": "certs/ca.der",
@@ -115,8 +124,8 @@ def test_fuzz_fixed_seed(corpus, tmp_path, target):
 
 @pytest.mark.skipif(not os.environ.get("OTA_SOAK"), reason="soak campaign: make soak (OTA_SOAK=1)")
 def test_fuzz_soak(corpus, tmp_path):
-    seed = int(os.environ.get("OTA_FUZZ_SEED") or time.time())
-    scale = int(os.environ.get("OTA_FUZZ_SCALE", "100"))  # 100: 10^5 cases in all
+    seed = SOAK_SEED
+    scale = soak_scale()
     total = {"cases": 0, "untyped": 0, "violations": 0}
     for target, share in sorted(SHARES.items()):
         summary = fuzz(corpus, tmp_path / target, target, seed, share * scale)
