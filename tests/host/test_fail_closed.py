@@ -228,6 +228,7 @@ for i in range(200):
 results["reported"] = len([s for s in seen if s[0] == "fault" and s[1] == "bad_config"])
 print(json.dumps(results))
 """)
+    print("damaged configs:", json.dumps(out, sort_keys=True))
     assert out["untyped"] == 0 and out["typed"] == 0 and out["ok"] == 200
     assert out["invalid"] == 0  # every setting the service gets passed its check
     assert out["reported"] >= 150  # nearly every damage is reported (a few flips are harmless)
