@@ -6,83 +6,55 @@
 The record is kept in two copies, each with a sequence number, and every save writes both in
 turn: a power cut can spoil only the copy being written while the other holds the old or the new
 floor, and a copy damaged later is covered by its twin. The floor is the highest counter among
-the copies that read back whole and well-formed, and a save never writes a counter below it. When copies exist but none can be read, `load()` raises `StateError("bad_history")`
-and every update is refused: the device fails closed rather than take a floor of 0."""
+the copies that read back whole and well-formed, and a save writes what `load()` gave (never
+lower). When copies exist but none can be read, `load()` raises `StateError("bad_history")` and
+every update is refused: the device fails closed rather than take a floor of 0."""
 from ota import store
 from ota.errors import StateError
 
-_COPIES = ("history.0", "history.1")
-_LEGACY = "history"  # the single copy of earlier versions: read, counted, removed on the next save
+# Both copies, then the single copy of earlier versions: read and counted, removed on a save.
+_NAMES = ("history.0", "history.1", "history")
 _MAX_FAILED = 4
-_reported: list = []  # names already reported unreadable since boot: one event each, not one per offer
+_told = [False]  # an unreadable copy is reported once per boot, not at every offer
 
 
 def _valid(h):
-    if type(h) is not dict or not store.is_int(h.get("seq", 0), 0, 0x7FFFFFFF):
-        return False
-    if not store.is_int(h.get("counter"), 0, 0xFFFFFFFF):
-        return False
-    if h.get("release") is not None and not store.is_release(h["release"]):
-        return False
-    failed = h.get("failed")
-    if type(failed) is not list or len(failed) > _MAX_FAILED:
-        return False
-    for release in failed:
-        if not store.is_release(release):
-            return False
-    return True
-
-
-def _copies():
-    """{name: record} of the copies that read back well, and whether any copy exists."""
-    good = {}
-    seen = False
-    for name in _COPIES + (_LEGACY,):
-        if not store.present(name):
-            continue
-        seen = True
-        data = store.read(name)
-        record = store.decode_json(data, _valid) if data is not None else None
-        if record is None:
-            if name not in _reported:
-                _reported.append(name)
-                store.report(name, "bad_history")
-        else:
-            record.setdefault("seq", 0)
-            good[name] = record
-    return good, seen
-
-
-def _newest(good):
-    name = None
-    for n in good:
-        if name is None or good[n]["seq"] > good[name]["seq"]:
-            name = n
-    return name
+    return (type(h) is dict and store.is_int(h.get("seq", 0), 0, 0x7FFFFFFF)
+            and store.is_int(h.get("counter"), 0, 0xFFFFFFFF)
+            and (h.get("release") is None or store.is_release(h["release"]))
+            and type(h.get("failed")) is list and len(h["failed"]) <= _MAX_FAILED
+            and all(store.is_release(r) for r in h["failed"]))
 
 
 def load():
     """{"counter", "release", "failed", "seq"}; raises StateError when no copy can be read."""
-    good, seen = _copies()
+    good = []
+    seen = False
+    for name in _NAMES:
+        if store.present(name):
+            seen = True
+            data = store.read(name)
+            h = store.decode_json(data, _valid) if data is not None else None
+            if h is not None:
+                good.append(h)
+            elif not _told[0]:
+                _told[0] = True
+                store.report(name, "bad_history")
     if not good:
         if seen:
             raise StateError("bad_history", "no copy of the anti-downgrade floor can be read")
         return {"seq": 0, "counter": 0, "release": None, "failed": []}
-    history = dict(good[_newest(good)])
-    history["counter"] = max(r["counter"] for r in good.values())
-    return history
+    newest = max(good, key=lambda h: h.get("seq", 0))
+    return {"seq": newest.get("seq", 0), "counter": max(h["counter"] for h in good),
+            "release": newest.get("release"), "failed": newest["failed"]}
 
 
 def save(history):
-    """Write `history` to both copies in turn; the floor it records never goes down."""
-    good, _ = _copies()
-    newest = _newest(good)
-    record = {"seq": (good[newest]["seq"] + 1) if newest else 1,
-              "counter": max([history["counter"]] + [r["counter"] for r in good.values()]),
-              "release": history["release"], "failed": history["failed"]}
-    for name in _COPIES:
-        store.write_json(name, record)
-    store.remove(_LEGACY)  # its counter is in the copies just written
+    """Write `history` (as `load()` gave it, then changed) to both copies in turn."""
+    history["seq"] = history.get("seq", 0) + 1
+    for name in _NAMES[:2]:
+        store.write_json(name, history)
+    store.remove(_NAMES[2])  # its counter is in the copies just written
 
 
 def confirmed(release, counter):
