@@ -29,7 +29,8 @@ def manifest(args):
     try:
         tbs = signing.build_manifest(
             _read(args.firmware), board=args.board, version=args.version, counter=args.counter,
-            chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry,
+            chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry, target=args.target,
+            encoding=args.encoding, window_bits=args.window_bits,
         )
     except (signing.FormatError, ValueError) as exc:
         raise CliError(str(exc))
@@ -71,15 +72,24 @@ def verify(args):
 
 def register(subparsers):
     p = subparsers.add_parser("manifest", help="write the to-be-signed manifest for a firmware image",
-                              description="Write the manifest for FIRMWARE (a .bin or .app-bin): the exact bytes "
-                              "that get signed (docs/FORMAT.md). Then `mpota sign`, or sign elsewhere and `mpota attach`.")
+                              description="Write the manifest (format v2) for FIRMWARE (a .bin or .app-bin): the "
+                              "exact bytes that get signed, committing to the image's digest and to a table of "
+                              "per-chunk digests (docs/FORMAT.md). Then `mpota sign`, or sign elsewhere and "
+                              "`mpota attach`.")
     p.add_argument("firmware")
     p.add_argument("--board", required=True, help="board class the image is for (e.g. esp32-generic)")
     p.add_argument("--version", required=True, help="human version, up to 32 characters")
     p.add_argument("--counter", type=int, required=True,
                    help="security counter: devices refuse a lower one than they have; raise it to retire old releases")
     p.add_argument("--chunk-size", type=int, default=4096, help="transfer chunk size in bytes (256..65536, default 4096)")
-    p.add_argument("--expiry", type=int, help="Unix time after which devices with a clock refuse it")
+    p.add_argument("--expiry", type=int, help="Unix time after which devices refuse it (devices with no time refuse "
+                   "an expiring release)")
+    p.add_argument("--target", choices=sorted(signing.TARGETS), default="firmware",
+                   help="what the payload is: a firmware image (default), an app bundle, or a trust file "
+                   "(`mpota key rotate` makes those)")
+    p.add_argument("--encoding", choices=["raw", "deflate"], default="raw",
+                   help="how chunks travel: raw (default) or deflate (each chunk compressed on its own)")
+    p.add_argument("--window-bits", type=int, default=15, help="deflate window, 9..15 (device RAM: 2^bits bytes)")
     p.add_argument("--pub", help="public key (PEM) of the key that will sign")
     p.add_argument("--key-id", help="or its key id (16 hex characters, printed by keygen)")
     p.add_argument("-o", "--out", required=True, help="file for the to-be-signed bytes")

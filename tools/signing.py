@@ -273,7 +273,8 @@ def table_geometry(chunk_count, chunk_size):
     fanout = chunk_size // 32
     pages = -(-chunk_count // fanout)
     if pages > fanout or chunk_count + 1 + pages > CHUNKS_MAX:
-        raise FormatError("too many chunks for chunk size %d: the digest table index must fit one chunk" % chunk_size)
+        raise FormatError("%d chunks are too many for chunk size %d: at most (chunk size / 32)^2 = %d; use larger chunks"
+                          % (chunk_count, chunk_size, fanout * fanout))
     return fanout, pages
 
 

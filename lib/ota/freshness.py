@@ -15,7 +15,7 @@ from binascii import hexlify
 
 from micropython import const
 
-from ota import p256, store
+from ota import events, p256, store
 from ota.errors import FormatError, PolicyError, SignatureError
 from ota.trust import TIMESTAMP
 
@@ -50,6 +50,8 @@ class Freshness:
         if isinstance(saved, list) and len(saved) == 3 and all(isinstance(x, int) and x >= 0 for x in saved):
             issued = saved  # a valid file; anything else starts from zero: expiry still holds
         self.issued = issued
+        self.expires = [0, 0, 0]  # of the last record accepted per level, for `watch()`
+        self._told = False  # `stale` reported for the records as they are
         self._base = max(issued)  # newest accepted `issued`
         self._at = time.ticks_ms()  # when _base was last brought up to date
 
@@ -70,11 +72,26 @@ class Freshness:
             return self._base or None
         return max(t, self._base)
 
+    def watch(self):
+        """Report `stale` once when an accepted record has expired and no fresh one came: the
+        publisher stopped vouching, or someone withholds the records (a freeze). Call it often:
+        it also keeps the time learnt from records moving."""
+        now = self.now()
+        if self._told or now is None:
+            return
+        for level in range(3):
+            if 0 < self.expires[level] <= now:
+                self._told = True
+                events.emit("stale", level=("fleet", "group", "device")[level], expired=self.expires[level])
+                return
+
     def check(self, record, blob, tick=None):
         """Check the timestamp `record` for the manifest `blob`; returns the device's time.
-        Raises FormatError, SignatureError or PolicyError (`wrong_level`, `replayed`, `stale`,
-        `mismatch`) as docs/FORMAT.md section 5 says."""
+        Raises FormatError, SignatureError or PolicyError (`no_timestamp`, `wrong_level`,
+        `replayed`, `stale`, `mismatch`) as docs/FORMAT.md section 5 says."""
         n = len(record)
+        if not n:
+            raise PolicyError("no_timestamp", "freshness is on and the manifest has no timestamp record")
         if n < _HEADER_SIZE + 2 + 8 or n > RECORD_MAX or bytes(record[:4]) != b"MOTS" or record[4] != 1:
             raise FormatError("bad_format", "no timestamp record")
         rlen = record[6] << 8 | record[7]
@@ -103,6 +120,8 @@ class Freshness:
         now = self.now()
         if now is not None and now >= expires:
             raise PolicyError("stale", "timestamp expired at %d" % expires)
+        self.expires[level] = expires
+        self._told = False
         if issued > self.issued[level]:
             self.issued[level] = issued
             store.write_json(_NAME, self.issued)

@@ -77,6 +77,7 @@ class Service:
 
     def _poll(self, timeout_ms):
         trial.feed()
+        self.fresh.watch()
         complete = self.transport.poll(timeout_ms)
         trial.link(self.transport.connected)
         if trial.in_trial() and self.transport.connected:

@@ -43,7 +43,7 @@ _CONNACK = const(0x20)
 _SUBACK = const(0x90)
 
 _LEVELS = ("fleet", "group", "device")
-_FALL_BACK = ("stale", "replayed", "wrong_level", "mismatch")  # freshness refusals of one level
+_FALL_BACK = ("no_timestamp", "stale", "replayed", "wrong_level", "mismatch")  # freshness refusals of one level
 
 
 def _name(value, what):

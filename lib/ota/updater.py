@@ -16,6 +16,7 @@ trust file in place, without a reboot."""
 
 import hashlib
 import os
+import time
 
 import esp32
 import machine
@@ -24,11 +25,14 @@ from micropython import const
 from ota import events, history, manifest, otadata, store, trust
 from ota.errors import FormatError, IntegrityError, OTAError, StateError
 from ota.policy import now as install_now
-from ota.progress import Progress, test_bit
 from ota.filesink import FileSink
+from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot, app_version
 
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
+_COOLDOWN_MS = const(2000)  # a refused message is not asked for again before this, doubled per refusal
+_COOLDOWN_SHIFT_MAX = const(6)  # at most about 2 minutes
+_COOLDOWN_SLOTS = const(8)  # refused indices remembered: constant RAM whatever the chunk count
 _TRUST_MAX = const(147056)  # the largest trust file: 8 keys, 8 teeth
 TABLE = store.STATE_DIR + "/table"  # the verified digest table of the download in progress
 TRUST_NEW = store.STATE_DIR + "/trust.new"
@@ -56,6 +60,7 @@ class Updater:
         self._unsaved = 0
         self._percent = -1
         self._buf = bytearray(SECTOR)  # for hashing the slot, allocated before any big work
+        self._cooling: dict = {}  # index -> (refusals, ticks_ms when it may be asked again)
 
     def _check(self, message):
         """The Manifest in a manifest topic's `message` (blob, then maybe a timestamp record)."""
@@ -84,8 +89,9 @@ class Updater:
         return self._verified
 
     def offer(self, blob):
-        """Verify a manifest and start (or resume) its download. Returns the Manifest, or None
-        when there is nothing to do (the release runs already, or it rolled back before)."""
+        """Verify a manifest message (the blob, then its timestamp record when freshness is on)
+        and start (or resume) its download. Returns the Manifest, or None when there is nothing
+        to do (the release runs already, or it rolled back before)."""
         if otadata.running_state() == otadata.PENDING_VERIFY:
             raise StateError("unconfirmed", "the running image is on trial")
         try:
@@ -100,21 +106,23 @@ class Updater:
             return None  # this trust file is the one in use
         current = self.manifest
         if current and current.id == m.id:
+            self._blob = blob  # the same release with a newer timestamp record: finish() checks that one
             return current
         if current and (self._verified or m.counter < current.counter):
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "another update is in progress")
+        signed = bytes(blob[:manifest.blob_length(blob)])  # without the timestamp record, refreshed often
         saved = Progress.load()
         count, sectors = m.chunk_count + 1 + m.pages, (m.size + SECTOR - 1) // SECTOR
         if saved and saved.release == m.id and saved.fits(m.counter, count, sectors) \
-                and store.read(store.MANIFEST) == blob:
+                and store.read(store.MANIFEST) == signed:
             progress = saved
         elif saved and m.counter < saved.counter and self._resumable(saved):
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "a newer download is in progress")
         else:
             progress = Progress(m.id, m.counter, count, sectors)
-            store.write(store.MANIFEST, blob)
+            store.write(store.MANIFEST, signed)
             _create(TABLE, 32 * (m.pages + m.chunk_count))
             if m.target == "trust":
                 _create(TRUST_NEW, m.size)
@@ -146,9 +154,26 @@ class Updater:
             return []
         n = m.chunk_count
         if not test_bit(p.received, n):
-            return [n]
+            return [] if self._cool(n) else [n]
         pages = [i for i in range(n + 1, n + 1 + m.pages) if not test_bit(p.received, i)]
-        return pages[:limit] if pages else p.missing(limit)
+        if pages:
+            return [i for i in pages if not self._cool(i)][:limit]
+        return [i for i in p.missing(limit + len(self._cooling)) if not self._cool(i)][:limit]
+
+    def _cool(self, index):
+        """True while `index` was refused too recently to ask the broker for it again: a bad
+        retained message would otherwise be fetched in a hot loop."""
+        entry = self._cooling.get(index)
+        if entry and time.ticks_diff(entry[1], time.ticks_ms()) > 0:
+            return True
+        return False
+
+    def _refused(self, index):
+        count = self._cooling.pop(index, (0, 0))[0] + 1
+        if len(self._cooling) >= _COOLDOWN_SLOTS:
+            self._cooling.pop(next(iter(self._cooling)))
+        delay = _COOLDOWN_MS << min(count - 1, _COOLDOWN_SHIFT_MAX)
+        self._cooling[index] = (count, time.ticks_add(time.ticks_ms(), delay))
 
     def complete(self):
         return self.progress is not None and self.progress.complete()
@@ -164,11 +189,17 @@ class Updater:
             raise FormatError("bad_chunk", "index out of range")
         if test_bit(p.received, index):
             return False
-        if index >= n:
-            self._write_table(m, p, index - n, data)
-        else:
-            self._check_chunk(m, p, index, data)
+        try:
+            if index >= n:
+                self._write_table(m, p, index - n, data)
+            else:
+                self._check_chunk(m, p, index, data)
+        except (FormatError, IntegrityError):
+            self._refused(index)
+            raise
+        if index < n:
             slot.write(index * m.chunk_size, data)
+        self._cooling.pop(index, None)
         p.mark(index)
         self._unsaved += 1
         if self._unsaved >= _SAVE_EVERY or p.complete():

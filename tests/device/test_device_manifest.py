@@ -27,7 +27,7 @@ def test_manifest_accepted_and_refused(deployed, tmp_path):
         (blob(other), BOARD, 5),
         (good, "other-board", 5),
         (good, BOARD, 6),
-        (blob(payload=b"x" * (2 * 1024 * 1024)), BOARD, 5),
+        (blob(payload=b"x" * (2 * 1024 * 1024), chunk_size=4096), BOARD, 5),
         (good[:40], BOARD, 5),
     ]
     (tmp_path / "cases.txt").write_text("".join("%s %s %d\n" % (b.hex(), name, m) for b, name, m in cases))

@@ -1,9 +1,13 @@
 """Per-chunk digests (docs/FORMAT.md section 3) on the simulated board: every chunk and table
 message is checked before a byte of it is written; a bad one costs that one message and erases
 nothing; the index, pages and chunks arrive in a fixed order; a full release still installs."""
+import hashlib
 import json
 import os
 
+from e2e_env import Fleet
+from pipeline_env import FW_HEALTHY
+from plugin_sim import partition
 from releases import BOARD, Signer
 from tools import signing
 
@@ -72,7 +76,9 @@ def test_bad_chunks_and_tables_cost_one_message_and_erase_nothing(sim_snippet, t
         (0, foreign[0]),  # another release's chunk at the same index
         (0, msgs[1]),  # another chunk of this release
         (7, msgs[7][:-1]),
-        (0, msgs[0]),
+        ("missing", 4),  # a refused index waits before it is asked for again: no hot loop on a bad message
+        (0, msgs[0]),  # it is still taken when it arrives
+
         (0, msgs[0]),  # a duplicate
         ("missing", 4),
     ] + [(i, msgs[i]) for i in range(1, n)]
@@ -80,7 +86,7 @@ def test_bad_chunks_and_tables_cost_one_message_and_erase_nothing(sim_snippet, t
     (tmp_path / "ops").write_text("".join(json.dumps([k, v if isinstance(v, int) else v.hex()]) + "\n" for k, v in ops))
     proc = sim_snippet(SCRIPT, args=[str(signer.trust), str(tmp_path / "blob"), str(tmp_path / "ops")], heapsize="200K")
     got = json.loads(proc.stdout.splitlines()[-1])
-    assert got[:20] == [
+    assert got[:21] == [
         ["missing", [index]],
         ["not_yet", 0], ["not_yet", 0],
         ["bad_chunk", 0], ["bad_chunk", 0], ["bad_chunk_digest", 0], [True, 0],
@@ -88,16 +94,15 @@ def test_bad_chunks_and_tables_cost_one_message_and_erase_nothing(sim_snippet, t
         ["bad_chunk_digest", 0], ["bad_chunk", 0], ["bad_chunk_digest", 0], [True, 0],
         ["missing", [0, 1, 2, 3]],
         ["bad_chunk_digest", 0], ["bad_chunk_digest", 0], ["bad_chunk_digest", 0], ["bad_chunk", 0],
+        ["missing", [1, 2, 3, 4]],
         [True, 1],  # the first good chunk erases its own sector, and only that
         [False, 1],
         ["missing", [1, 2, 3, 4]],
     ]
-    assert [r[0] for r in got[20:-1]] == [True] * (n - 1) and got[-2][1] == n
+    assert [r[0] for r in got[21:-1]] == [True] * (n - 1) and got[-2][1] == n
     assert got[-1] == ["verified", True]
     with open(sim_snippet.flash, "rb") as f:
         flash = f.read()
-    from plugin_sim import partition
-
     offset = partition("ota_1")[3]
     assert flash[offset:offset + len(image)] == image
 
@@ -112,8 +117,6 @@ def test_table_geometry_on_the_wire():
     msgs = signing.chunk_messages(fields, image)
     assert len(msgs) == signing.message_count(fields) == 11 + 1 + 1
     assert len(msgs[11]) == 32 and len(msgs[12]) == 11 * 32
-    import hashlib
-
     assert hashlib.sha256(msgs[11]).digest() == fields["table_root"]
     assert msgs[12][:32] == hashlib.sha256(image[:1000]).digest()
     try:
@@ -122,3 +125,25 @@ def test_table_geometry_on_the_wire():
         pass
     else:
         raise AssertionError("a payload that is not the signed one must be refused")
+
+
+def test_a_corrupted_retained_chunk_costs_that_chunk_and_no_hot_loop(tmp_path, mosquitto, sim_device):
+    """A broker serves one chunk corrupted: the device refuses it on arrival, fetches the rest,
+    asks for the bad one again only after a growing pause, and completes once it is repaired."""
+    fleet = Fleet(tmp_path, mosquitto(), sim_device)
+    board = fleet.board("dev-1")
+    blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
+    rid = signing.manifest_id(blob)
+    topic = "ota/fw/%s/3" % rid
+    assert fleet.publish(blob, image).returncode == 0
+    with fleet.connection() as conn:
+        conn.wait([conn.publish(topic, flip(image[3 * 4096:4 * 4096], 100))])
+    board.start()
+    fleet.wait_state(lambda s: (s.get("dev-1") or {}).get("progress", 0) >= 90)
+    sends = [line for line in fleet.broker.log_text().splitlines() if "Sending PUBLISH to dev-1" in line and "'%s'" % topic in line]
+    with fleet.connection() as conn:
+        conn.wait([conn.publish(topic, image[3 * 4096:4 * 4096])])
+    fleet.wait_state(lambda s: (s.get("dev-1") or {}).get("version") == "2.0.0" and s["dev-1"]["state"] == "idle",
+                     timeout=180)
+    assert 1 <= len(sends) <= 8, len(sends)  # a hot loop would fetch it thousands of times
+    assert board.read_partition("ota_1")[:len(image)] == image

@@ -14,18 +14,24 @@ SCRIPT = """
 import sys, json
 from binascii import unhexlify
 from ota import trust
+from ota import events
 from ota.freshness import Freshness
 from ota.errors import OTAError
+out = []
+events.listen(lambda kind, fields: out.append([kind, fields]))
 keys = trust.load(sys.argv[1])
 clock = [None]
 def fresh():
     return Freshness(keys, "plant", "canary", "dev-1", clock=lambda: clock[0])
 f = fresh()
-out = []
 for line in open(sys.argv[2]):
     c = json.loads(line)
     if c.get("reboot"):
         f = fresh()
+        continue
+    if "watch" in c:
+        clock[0] = c["watch"]
+        f.watch()
         continue
     clock[0] = c["clock"]
     try:
@@ -66,6 +72,9 @@ def test_timestamp_record_rules(keys, tmp_path):
     cases = [
         (rec(), a, T + 10),  # ok: the device's time is the clock's
         (rec(), a, T + 10),  # the same record again: a re-delivery
+        {"watch": T + 3599},  # still fresh: nothing to say
+        {"watch": T + 3600},  # the publisher stopped vouching: reported once
+        {"watch": T + 3700},
         (rec(issued=T - 100), a, T + 10),  # older than one already seen: replayed
         (rec(level="device", name="dev-2"), a, T + 10),  # another device's record
         (rec(level="group", name="other"), a, T + 10),  # another group's
@@ -83,7 +92,7 @@ def test_timestamp_record_rules(keys, tmp_path):
     ]
     rows = []
     for case in cases:
-        if isinstance(case, dict):
+        if isinstance(case, dict):  # a reboot, or time passing
             rows.append(json.dumps(case))
         else:
             r, blob, clock = case
@@ -91,8 +100,8 @@ def test_timestamp_record_rules(keys, tmp_path):
     (tmp_path / "cases").write_text("\n".join(rows) + "\n")
     out = json.loads(mpunix.run(SCRIPT, args=[str(d / "trust.bin"), str(tmp_path / "cases")], cwd=tmp_path).stdout)
     assert out == [
-        ["ok", T + 10], ["ok", T + 10], ["replayed"], ["wrong_level"], ["wrong_level"], ["mismatch"], ["mismatch"],
-        ["stale"], ["unknown_key"], ["bad_signature"], ["bad_format"], ["bad_format"],
+        ["ok", T + 10], ["ok", T + 10], ["stale", {"level": "fleet", "expired": T + 3600}], ["replayed"], ["wrong_level"], ["wrong_level"], ["mismatch"], ["mismatch"],
+        ["stale"], ["unknown_key"], ["bad_signature"], ["bad_format"], ["no_timestamp"],
         ["replayed"], ["ok", T + 50], ["stale"],
     ]
 
@@ -108,3 +117,50 @@ def test_host_refuses_records_it_could_not_defend():
             signing.build_timestamp(**args)
     with pytest.raises(signing.FormatError):
         signing.role_mask(["timestamp", "release"])
+
+
+RESUME = """
+import sys, json
+from binascii import unhexlify
+from ota import trust, events
+from ota.freshness import Freshness
+from ota.updater import Updater
+resumed = []
+events.listen(lambda kind, fields: kind == "offered" and resumed.append(fields["resumed"]))
+msgs = json.loads(open(sys.argv[1]).read())
+def boot():
+    keys = trust.load()
+    fresh = Freshness(keys, "plant", None, "dev-1")
+    return Updater(keys, "esp32-generic", clock=fresh.now, fresh=fresh)
+u = boot()
+u.offer(unhexlify(msgs["first"]))
+while u.missing(1)[0] >= 40:  # the table: its index, then its page
+    k = u.missing(1)[0]
+    u.write_chunk(k, unhexlify(msgs["chunks"][k]))
+for k in range(16):
+    u.write_chunk(k, unhexlify(msgs["chunks"][k]))
+u = boot()  # a reboot; meanwhile the publisher refreshed the record
+u.offer(unhexlify(msgs["refreshed"]))
+print(json.dumps(resumed))
+"""
+
+
+def test_a_refreshed_record_does_not_restart_a_download(keys, sim_snippet, tmp_path):
+    d, release, stamp = keys
+    now = int(__import__("time").time())
+    payload = bytes(range(256)) * 160  # 40 chunks of 1 KiB
+    blob = signing.sign(signing.build_manifest(payload, board="esp32-generic", version="2", counter=2, chunk_size=1024,
+                                               key_id=release.public_key()), release)
+    fields = signing.parse_blob(blob)[2]
+
+    def record(issued):
+        return signing.build_timestamp(level="fleet", fleet="plant", release=fields["id"], counter=2, issued=issued,
+                                       expires=issued + 3600, private_key=stamp)
+
+    (tmp_path / ".ota").mkdir()
+    (tmp_path / ".ota" / "trust.bin").write_bytes((d / "trust.bin").read_bytes())
+    (tmp_path / "msgs").write_text(json.dumps({
+        "first": (blob + record(now - 60)).hex(), "refreshed": (blob + record(now)).hex(),
+        "chunks": [m.hex() for m in signing.chunk_messages(fields, payload)]}))
+    out = json.loads(sim_snippet(RESUME, args=[str(tmp_path / "msgs")], heapsize="1M").stdout)
+    assert out[0] == 0 and out[1] >= 16  # the table and 16 chunks were saved; none fetched again

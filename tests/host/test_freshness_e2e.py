@@ -42,7 +42,7 @@ def test_a_release_without_its_timestamp_record_is_not_installed(fleet):
     blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
     assert fleet.publish(blob, image).returncode == 0  # no --timestamp-key: no record
     board.start()
-    states = fleet.wait_state(lambda s: (s.get("dev-2") or {}).get("reason") == "bad_format")
+    states = fleet.wait_state(lambda s: (s.get("dev-2") or {}).get("reason") == "no_timestamp")
     assert states["dev-2"]["version"] == "1.0.0"
 
 
@@ -53,3 +53,35 @@ def test_a_release_that_expired_in_2001_is_refused_by_the_service(fleet):
     board.start()
     states = fleet.wait_state(lambda s: (s.get("dev-3") or {}).get("reason") == "expired")
     assert states["dev-3"]["version"] == "1.0.0" and states["dev-3"]["slot"] == "ota_0"
+
+
+def test_mpota_timestamp_refreshes_every_manifest_topic(tmp_path, mosquitto):
+    """The timer job: every retained manifest topic gets a new record bound to its level and release."""
+    import subprocess
+    import sys
+
+    from mpunix import ROOT
+    from releases import Signer
+    from tools import broker as host_broker
+
+    mq = mosquitto()
+    signer = Signer(tmp_path / "keys")
+    pem = signer.add_timestamp_key()
+    blob, _ = signer.release_of(b"x" * 5000)
+    topics = ["ota/manifest/plant", "ota/manifest/plant/group/canary", "ota/manifest/plant/device/dev-1"]
+    with host_broker.Connection(mq.host, mq.port) as conn:
+        conn.wait([conn.publish(t, blob) for t in topics])
+    proc = subprocess.run([sys.executable, "-m", "tools", "timestamp", "--timestamp-key", str(pem), "--timestamp-life",
+                           "600", "--broker", "%s:%d" % (mq.host, mq.port), "--audit-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    with host_broker.Connection(mq.host, mq.port) as conn:
+        stored = conn.retained(["ota/manifest/#"], settle=0.3)
+    assert sorted(stored) == sorted(topics)
+    for topic, message in stored.items():
+        manifest, record = signing.split_message(message)
+        assert manifest == blob
+        level = signing.STAMP_HEADER.unpack_from(record)
+        assert level[2] == ("fleet", "group", "device").index(topic.split("/")[3] if topic.count("/") > 2 else "fleet")
+        assert level[7].hex() == signing.manifest_id(blob) and level[6] - level[5] == 600
+    assert "timestamp" in (tmp_path / "audit.jsonl").read_text()

@@ -94,3 +94,13 @@ def test_revoke_refuses_to_lock_the_devices_out(tmp_path):
     proc = mpota("key", "revoke", kid, *args)  # signed by a key the devices do not trust
     assert proc.returncode == 2 and "not trusted with the trust role" in proc.stderr
     assert not (tmp_path / "next.bin").exists()
+
+
+def test_a_timestamp_key_is_made_alone_and_added_by_rotation(tmp_path):
+    proc = mpota("keygen", "--out", tmp_path / "ts.pem", "--no-password", "--role", "timestamp", "--trust",
+                 tmp_path / "ts-trust.bin")
+    assert proc.returncode == 0 and "mpota key rotate --add" in proc.stdout
+    assert not (tmp_path / "ts-trust.bin").exists()  # a trust file with only a timestamp key would lock devices out
+    proc = mpota("keygen", "--out", tmp_path / "bad.pem", "--no-password", "--role", "timestamp,release")
+    assert proc.returncode == 2 and "no other role" in proc.stderr
+    assert not (tmp_path / "bad.pem").exists()

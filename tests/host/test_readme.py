@@ -67,7 +67,7 @@ def test_readme_sh_blocks_run_as_written(mosquitto, tmp_path):
     with host_broker.Connection(broker.host, broker.port, cafile=str(broker.pki.ca_file)) as conn:
         retained = conn.retained(["ota/manifest/home", "ota/fw/%s/#" % rid], settle=0.5)
     assert signing.manifest_id(retained["ota/manifest/home"]) == rid  # same release, signed twice
-    assert len([t for t in retained if t.startswith("ota/fw/%s/" % rid)]) == 16 + 1
+    assert len([t for t in retained if t.startswith("ota/fw/%s/" % rid)]) == 16 + 2 + 1  # chunks, digest table, manifest
     # The offline signature (openssl) attached as the last step verifies too.
     assert subprocess.run(["mpota", "verify", "release.sig", "--pub", "release-key.pub.pem"], cwd=work, env=env,
                           capture_output=True).returncode == 0
