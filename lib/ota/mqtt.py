@@ -51,7 +51,10 @@ _HEAD = const(16)  # receive buffer beyond topic and payload: fixed header, topi
 _MAX_REMAINING = const(268435455)  # MQTT's own limit for the remaining-length field
 _STEP_MS = const(1000)  # longest single socket wait: keepalive and deadlines are checked between
 
-# The unix port has no constants for these; the values are Linux's. lwIP ports (esp32, rp2) have both.
+# The unix port has no constants for these; the values are Linux's. The lwIP ports name both, and
+# they differ: esp32 passes TCP_NODELAY (1) to lwip_setsockopt (ports/esp32/modsocket.c,
+# socket_setsockopt); rp2's raw-lwIP sockets take TF_NODELAY (0x40) and warn on anything else
+# (extmod/modlwip.c, lwip_socket_setsockopt).
 _IPPROTO_TCP = getattr(socket, "IPPROTO_TCP", 6)
 _TCP_NODELAY = getattr(socket, "TCP_NODELAY", 1)
 
@@ -108,6 +111,7 @@ class MQTTClient:
         self.topic_size = topic_size
         self.rbuf = bytearray(bufsize + topic_size + _HEAD)
         self.rmv = memoryview(self.rbuf)
+        self.buf = self.rmv[:bufsize]  # its length is the largest payload kept (what callers check)
         self.rs = 0  # first unparsed byte
         self.re = 0  # end of the bytes read
         self.need = 2  # bytes from rs the packet being parsed needs, at least
@@ -152,9 +156,10 @@ class MQTTClient:
 
     # --- connection ---
     def open(self, clean_session=True, timeout=None):
-        """Open the link and send CONNECT without waiting for the CONNACK: `wait_msg` returns
-        0x20 when it comes (and raises MQTTError "refused" for a refusal). The TCP connect and
-        the TLS handshake are bounded by `timeout` (s)."""
+        """Open the link and stage CONNECT without waiting for the CONNACK: `wait_msg` returns
+        0x20 when it comes (and raises MQTTError "refused" for a refusal). The TCP connect is
+        bounded by `timeout` (s); the TLS handshake runs inside the reads and writes that follow,
+        within their budgets (the CONNACK is due within `timeout`)."""
         self.close()
         addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
         sock = socket.socket()
@@ -163,11 +168,11 @@ class MQTTClient:
             sock.connect(addr)
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             if self.ssl:
-                sock = self.ssl.wrap_socket(sock, server_hostname=self.server_hostname)
+                # The handshake then runs inside reads and writes, which report a certificate
+                # that fails verification as ValueError (extmod/modtls_mbedtls.c,
+                # ssl_check_async_handshake_failure).
+                sock = self.ssl.wrap_socket(sock, server_hostname=self.server_hostname, do_handshake_on_connect=False)
             sock.setblocking(False)  # every wait from here on is a poll with a deadline
-        except ValueError as e:  # mbedtls reports a certificate that fails verification so
-            sock.close()
-            raise MQTTError("tls", str(e).strip())
         except Exception:
             sock.close()
             raise
@@ -296,28 +301,23 @@ class MQTTClient:
 
     def queue_subscribe(self, topics, qos=0):
         """Stage one SUBSCRIBE for every topic in `topics`; returns its packet id."""
-        pid = self._next_pid()
-        size = 2
-        for t in topics:
-            size += 3 + len(t)
-        self._header(_SUBSCRIBE, size)
-        self._u16(pid)
-        for t in topics:
-            self._str(_text(t))
-            self._byte(qos)
-        self._expect()
-        return pid
+        return self._queue_topics(_SUBSCRIBE, topics, qos)
 
     def queue_unsubscribe(self, topics):
         """Stage one UNSUBSCRIBE for every topic in `topics`; returns its packet id."""
+        return self._queue_topics(_UNSUBSCRIBE, topics, None)
+
+    def _queue_topics(self, op, topics, qos):
         pid = self._next_pid()
         size = 2
         for t in topics:
-            size += 2 + len(t)
-        self._header(_UNSUBSCRIBE, size)
+            size += 2 + len(t) + (qos is not None)
+        self._header(op, size)
         self._u16(pid)
         for t in topics:
             self._str(_text(t))
+            if qos is not None:
+                self._byte(qos)
         self._expect()
         return pid
 
@@ -382,10 +382,12 @@ class MQTTClient:
 
     def _put(self, data):
         n = len(data)
-        self._room(n)
-        if n > _OUT:  # a big payload goes straight out, after what is staged
-            self._write_all(memoryview(data))
+        if n > _OUT:  # a big payload goes out through the staging buffer, a buffer at a time
+            mv = memoryview(data)
+            for i in range(0, n, _OUT):
+                self._put(mv[i:i + _OUT])
             return
+        self._room(n)
         self.obuf[self.olen:self.olen + n] = data
         self.olen += n
 
@@ -397,7 +399,10 @@ class MQTTClient:
             raise MQTTError("closed", "not connected")
         while self.olen:
             size = self.wlen or self.olen
-            n = sock.write(self.omv[:size])
+            try:
+                n = sock.write(self.omv[:size])
+            except ValueError as e:  # mbedtls: the server's certificate failed verification
+                self._fail("tls", str(e).strip())
             if not n:
                 self.wlen = size
                 return
@@ -407,16 +412,6 @@ class MQTTClient:
             self.olen -= n
             self.last_tx = time.ticks_ms()
 
-    def _writable(self, start):
-        if time.ticks_diff(time.ticks_ms(), start) > self.timeout * 1000:
-            self.close()
-            raise MQTTError("timeout", "send")
-        poller = self.poller
-        if poller is not None:
-            poller.modify(self.sock, select.POLLOUT)
-            poller.poll(100)
-            poller.modify(self.sock, select.POLLIN)
-
     def _drain(self):
         """Write everything staged, waiting at most `timeout` for a socket that takes nothing."""
         start = time.ticks_ms()
@@ -424,19 +419,13 @@ class MQTTClient:
             self.flush()
             if not self.olen:
                 return
-            self._writable(start)
-
-    def _write_all(self, mv):
-        self._drain()
-        sock = self.sock
-        start = time.ticks_ms()
-        while mv and sock is not None:
-            n = sock.write(mv)
-            if n:
-                mv = mv[n:]
-                start = self.last_tx = time.ticks_ms()
-            else:
-                self._writable(start)
+            if time.ticks_diff(time.ticks_ms(), start) > self.timeout * 1000:
+                self._fail("timeout", "send")
+            poller = self.poller
+            if poller is not None:
+                poller.modify(self.sock, select.POLLOUT)
+                poller.poll(100)
+                poller.modify(self.sock, select.POLLIN)
 
     # --- incoming: packets parsed out of one buffer ---
     def check_msg(self):
@@ -518,8 +507,11 @@ class MQTTClient:
             self.rmv[:n] = self.rmv[self.rs:self.re]
             self.rs, self.re = 0, n
         if self.re == size:
-            self._fail("protocol", "packet")  # cannot happen: larger packets are skipped
-        n = sock.readinto(self.rmv[self.re:])
+            self._fail("protocol", "size")  # cannot happen: larger packets are skipped
+        try:
+            n = sock.readinto(self.rmv[self.re:])
+        except ValueError as e:  # mbedtls: the server's certificate failed verification
+            self._fail("tls", str(e).strip())
         if n is None:
             return False
         if not n:
@@ -563,7 +555,7 @@ class MQTTClient:
         if op & 0xF0 == _PUBLISH:
             return self._publish(op, s, i, total)
         if size > _CTRL:
-            self._fail("protocol", "packet 0x%02x of %d bytes" % (op, size))
+            self._fail("protocol", "size")
         if end - s < total:
             self.need = total
             return None
@@ -578,7 +570,7 @@ class MQTTClient:
             self.ping_at = None
             return kind
         if size < 2:
-            self._fail("protocol", "short 0x%02x" % op)
+            self._fail("protocol", "size")
         if kind == _CONNACK:
             self._acked()
             if b[i + 1]:
@@ -586,7 +578,7 @@ class MQTTClient:
             self.session_present = b[i] & 1
             return kind
         if kind not in (_PUBACK, _SUBACK, _UNSUBACK):
-            self._fail("protocol", "unexpected 0x%02x" % op)
+            self._fail("protocol", "type %d" % op)
         self.acked = b[i] << 8 | b[i + 1]
         self._acked()
         granted = True

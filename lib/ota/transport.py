@@ -116,10 +116,14 @@ class Transport:
         self.up_at = time.ticks_ms()  # of the last CONNACK
         self.settled = True  # the backoff was reset for this connection (or there is none)
         self.must = 0  # packet id of the manifest SUBSCRIBE: refusing it fails the connection
+        self.subscribed = False  # its SUBACK is in, and with it the retained notes before it
         self.strike_id = None  # the release the strikes are about
         self.strikes = 0
         self.hold_until = time.ticks_ms()
-        self.max_chunk = getattr(link, "bufsize", None)  # None: the lent client's limit is unknown
+        self.pipe = hasattr(link, "queue_publish")  # ota.mqtt: pipelined, else one call at a time
+        self.opened = False  # poll() opened the link (the CONNACK may still be on its way)
+        buf = getattr(link, "buf", None)
+        self.max_chunk = len(buf) if buf is not None else None  # None: the lent client's limit is unknown
         self._listener = self._on_event  # one bound method, so that forget() finds it
         events.listen(self._listener)
 
@@ -130,9 +134,9 @@ class Transport:
             topics[1] = (base + "/group/" + _name(group, "group")).encode()
         return topics
 
-    # --- the link: pipelined on our own client, one call at a time on a lent one ---
+    # --- the link: pipelined on an ota.mqtt client, one waiting call at a time on others ---
     def _publish(self, topic, msg, retain):
-        if self.own:
+        if self.pipe:
             self.link.queue_publish(topic, msg, retain, 1)
         else:
             self.link.publish(topic, msg, retain, 1)
@@ -140,7 +144,7 @@ class Transport:
     def _subscribe(self, topics):
         """Returns the packet id of the (last) SUBSCRIBE on our own client."""
         pid = 0
-        if self.own:
+        if self.pipe:
             for i in range(0, len(topics), _TOPICS_PER_PACKET):
                 pid = self.link.queue_subscribe(topics[i:i + _TOPICS_PER_PACKET], 1)
         else:
@@ -149,7 +153,7 @@ class Transport:
         return pid
 
     def _unsubscribe(self, topics):
-        if self.own:
+        if self.pipe:
             for i in range(0, len(topics), _TOPICS_PER_PACKET):
                 self.link.queue_unsubscribe(topics[i:i + _TOPICS_PER_PACKET])
         else:
@@ -180,6 +184,14 @@ class Transport:
         if len(self.pending) >= _MAX_PENDING:
             self.pending.pop(0)
         self.pending.append((kind, fields))
+        if kind in ("rebooting", "trial_failed") and self.connected and self.subscribed:
+            # The reset follows at once and takes queued events with it: send them first.
+            try:
+                self._flush_status()
+                if self.pipe:
+                    self.link.flush()
+            except (OSError, OTAError):
+                pass  # the link is gone: the next boot reports the outcome
 
     def _publish_state(self):
         state = dict(self.events.state())
@@ -223,7 +235,7 @@ class Transport:
         # about a release already names its rollout. A broker whose ACL has no rollout notes
         # refuses them: that costs the rollout ids and nothing else.
         notes = [t for t in self.note_topics if t]
-        if self.own:
+        if self.pipe:
             self._subscribe(notes)
         else:
             for topic in notes:
@@ -232,6 +244,7 @@ class Transport:
                 except OTAError as exc:
                     if exc.reason != "sub_refused":
                         raise
+        self.subscribed = not self.pipe  # a lent client's subscribe() has waited already
         self.must = self._subscribe([t for t in self.topics if t])
 
     def on_disconnect(self):
@@ -240,10 +253,12 @@ class Transport:
     def start(self):
         """Own-client mode: install the callbacks and last will; `poll()` connects."""
         self.own = True
-        self.link.set_callback(self.on_message)
-        self.link.set_oversize_callback(self._on_oversize)
-        self.link.set_ack_callback(self._on_ack)
-        self.link.set_last_will(*self.last_will())
+        link = self.link
+        link.set_callback(self.on_message)
+        if self.pipe:
+            link.set_oversize_callback(self._on_oversize)
+            link.set_ack_callback(self._on_ack)
+        link.set_last_will(*self.last_will())
 
     def poll(self, timeout_ms=100):
         """Own-client mode: connect if needed (one attempt, then backoff), handle incoming
@@ -253,16 +268,17 @@ class Transport:
             self.start()
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
-            if self.link.sock is None and not self._open(timeout_ms):
+            if not self.opened and not self._open(timeout_ms):
                 return False
             while True:
                 self._receive(deadline)
                 done = self.tick()
-                self.link.flush()
+                if self.pipe:
+                    self.link.flush()
                 if done or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                     return done
         except (OSError, OTAError):
-            self.connected = False
+            self.connected = self.opened = False
             self.link.close()
             self.retry_at = time.ticks_add(time.ticks_ms(), self._backoff().next_ms())
             return False
@@ -273,9 +289,7 @@ class Transport:
         op = link.wait_msg(max(0, time.ticks_diff(deadline, time.ticks_ms())))
         while op is not None:
             if op == _CONNACK:
-                self.up_at = time.ticks_ms()
-                self.settled = False
-                self.on_connect()
+                self._up()
             if time.ticks_diff(deadline, time.ticks_ms()) < 0:
                 break
             op = link.check_msg()
@@ -298,14 +312,26 @@ class Transport:
                 return False
         self.retry_at = None
         self.connected = False
-        self.link.open()  # the CONNACK comes through poll's receive loop
+        self.opened = True
+        if self.pipe:
+            self.link.open()  # the CONNACK comes through poll's receive loop
+        else:
+            self.link.connect()
+            self._up()
         return True
 
-    def _on_ack(self, kind, pid, granted):
-        if kind == _SUBACK and not granted and pid == self.must:
-            from ota.mqtt import MQTTError
+    def _up(self):
+        self.up_at = time.ticks_ms()
+        self.settled = False
+        self.on_connect()
 
-            raise MQTTError("sub_refused", "manifest topics")
+    def _on_ack(self, kind, pid, granted):
+        if kind == _SUBACK and pid == self.must:
+            if not granted:
+                from ota.mqtt import MQTTError
+
+                raise MQTTError("sub_refused", "manifest topics")
+            self.subscribed = True
 
     def stop(self):
         """Stop reporting; in own-client mode also say goodbye (`online` = 0) and close."""
@@ -315,11 +341,11 @@ class Transport:
             return
         if self.connected:
             try:
-                self.link.queue_publish(self.status + "online", b"0", True, 1)
+                self._publish(self.status + "online", b"0", True)
                 self.link.disconnect()
             except (OSError, OTAError):
                 self.link.close()
-        self.connected = False
+        self.connected = self.opened = False
 
     # --- messages (callback context: no network calls) ---
     def on_message(self, topic, msg):
@@ -398,8 +424,10 @@ class Transport:
     # --- the protocol's work, outside callbacks ---
     def tick(self):
         """Offer a new winning manifest, keep the chunk window full, ask again for late chunks,
-        publish queued status. Returns True when the current release has every chunk."""
-        if not self.connected:
+        publish queued status. Returns True when the current release has every chunk.
+        Waits for the manifests' SUBACK: the first report then names its rollout, and the
+        first offer sees every level's manifest (they follow the SUBACK in the same read)."""
+        if not self.connected or not self.subscribed:
             return False
         self._flush_status()
         done, self.received = self.received, []

@@ -3,6 +3,7 @@
 one hostile thing, the cases of a broker or network the device must survive without hanging
 its application or hammering the broker:
 
+- `mute`: accepts the connection and never sends a byte (no CONNACK, no TLS handshake);
 - `dribble`: after the manifests' SUBACK, a PUBLISH trickles in one byte every `pace` seconds;
 - `stall`: CONNACK, then silence (no SUBACK, no PINGRESP, nothing);
 - `no_puback`: everything answered except the device's QoS 1 publishes;
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import Counter
 
-MODES = ("dribble", "stall", "no_puback", "refuse_sub", "reset", "garbage", "long_chunk", "good")
+MODES = ("mute", "dribble", "stall", "no_puback", "refuse_sub", "reset", "garbage", "long_chunk", "good")
 
 
 def packet(op, body=b""):
@@ -114,6 +115,10 @@ class HostileBroker:
 
     def _session(self, conn):
         mode, pid = self.mode, 0
+        if mode == "mute":
+            while not self.closed and conn.recv(4096):
+                pass
+            return
         first = _read_packet(conn)
         if first is None or first[0] != 0x10:
             return
