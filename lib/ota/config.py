@@ -32,7 +32,7 @@ DEFAULTS = {
 
 # What each setting must be. A kind ending in "?" also allows null; a tuple is an integer range.
 _KINDS = {"device_id": "level?", "board": "board", "fleet": "level", "group": "level?", "root": "level",
-          "broker": "broker", "install": "install", "wdt_ms": (1000, 3600000), "confirm_within_ms": (1000, 86400000),
+          "broker": "broker", "install": "install", "wdt_ms": (1, 86400000), "confirm_within_ms": (1, 604800000),
           "wifi": "dict?"}  # wifi: its fields are the network module's to check
 _BROKER = {"host": "name", "port": "port?", "tls": "bool", "ca": "name?", "cert": "name?", "key": "name?",
            "server_hostname": "name?", "user": "secret?", "password": "secret?", "keepalive": (1, 65535)}
