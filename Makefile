@@ -23,7 +23,8 @@ test: setup
 
 soak: setup
 	OTA_SOAK=1 $(BIN)/pytest -q -s tests/host/test_powercut_campaign.py tests/host/test_sim_power.py \
-		tests/host/test_torn_writes.py tests/host/test_rp2_powercut.py tests/host/test_mqtt_transport.py::test_disruption_campaign
+		tests/host/test_torn_writes.py tests/host/test_rp2_powercut.py tests/host/test_mqtt_transport.py::test_disruption_campaign \
+		tests/host/test_fuzz.py::test_fuzz_soak
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

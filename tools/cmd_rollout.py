@@ -81,7 +81,7 @@ def cmd_run(args):
             tqdm.write("%s %s" % (time.strftime("%H:%M:%S"), line), file=sys.stdout)
 
     try:
-        with f.connection(args.broker) as conn:
+        with f.connection(args.broker, identity=fleet.RUNNER) as conn:  # its own session, beside the operators'
             plan = rollout.Runner(f, args.rollout, conn).run(until, show)
     finally:
         bar.close()

@@ -9,7 +9,8 @@
     <folder>/rollouts/      rollout state files (tools/rollout.py)
     <folder>/audit.jsonl    the audit trail (tools/audit.py)
 
-`publisher` is the operators' identity (publish, rollouts, status): it may write every OTA topic.
+`publisher` is the operators' identity (publish, rollouts, status) and `rollout` the rollout
+runner's: both may write every OTA topic.
 Revoking a device puts its certificate on the CRL the broker configuration loads."""
 import json
 import os
@@ -19,10 +20,15 @@ from pathlib import Path
 
 from tools import broker
 from tools.cli import CliError
-from tools.pki import PKI
+from tools.pki import PKI, private_dir, write_private
 
 OPERATOR = "publisher"
-RESERVED = (OPERATOR, "broker", "ca")  # names of the operators' and the broker's certificates
+# `mpota rollout run` connects as its own identity: the broker binds every client id to its
+# certificate's CN (tools/mosquitto_conf.py), so a runner and an operator's other commands sharing
+# one certificate would take each other's connection over.
+RUNNER = "rollout"
+OPERATORS = (OPERATOR, RUNNER)
+RESERVED = OPERATORS + ("broker", "ca")  # names of the operators' and the broker's certificates
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 FLEET_FILE = "fleet.json"
 
@@ -62,10 +68,12 @@ class Fleet:
         folder = Path(folder)
         if (folder / FLEET_FILE).exists():
             raise CliError("%s already holds a fleet" % folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # it holds the fleet CA's key
         data = {"name": check_id(name, "fleet"), "root": broker._name(root, "root"), "broker": broker_address,
                 "devices": {}}
-        PKI.open(folder / "pki").issue(OPERATOR)
+        pki = PKI.open(folder / "pki")
+        for identity in OPERATORS:
+            pki.issue(identity)
         if trust:
             shutil.copyfile(trust, folder / "trust.bin")
         atomic_write(folder / FLEET_FILE, json.dumps(data, indent=1, sort_keys=True))
@@ -118,13 +126,11 @@ class Fleet:
         return self._stage(device, group, leaf)
 
     def _stage(self, device, group, leaf):
-        out = self.dir / "devices" / device
-        (out / "certs").mkdir(parents=True, exist_ok=True)
+        out = private_dir(self.dir / "devices" / device)
+        private_dir(out / "certs")
         (out / "certs" / "ca.der").write_bytes(self.pki.ca_der)
         (out / "certs" / "device.der").write_bytes(leaf["cert_der"])
-        key = out / "certs" / "device.key.der"
-        key.write_bytes(leaf["key_der"])
-        key.chmod(0o600)
+        write_private(out / "certs" / "device.key.der", leaf["key_der"])
         if (self.dir / "trust.bin").exists():
             (out / ".ota").mkdir(exist_ok=True)
             shutil.copyfile(self.dir / "trust.bin", out / ".ota" / "trust.bin")
@@ -136,28 +142,32 @@ class Fleet:
         return out
 
     def revoke(self, device):
-        """Mark the device revoked and drop its staged key; the broker refuses it once it has
-        loaded the regenerated configuration (`mpota fleet broker-config`, then a reload)."""
+        """Mark the device revoked and delete every copy of its private key (staged and issued);
+        the broker refuses it once it has loaded the regenerated configuration (`mpota fleet
+        broker-config`, then a reload)."""
         info = self.data["devices"].get(device)
         if not info:
             raise CliError("no device %s in fleet %s" % (device, self.name))
         info["revoked"] = True
         self.save()
         shutil.rmtree(self.dir / "devices" / device, ignore_errors=True)
+        self.pki.forget(device)
 
     def crl(self):
         return self.pki.crl(self.revoked_serials())
 
     # --- the operators' connection ---
-    def connection(self, address=None, client_id=None):
-        """A `tools.broker.Connection` as `publisher` over TLS to `address` (default: the
-        fleet's broker)."""
+    def connection(self, address=None, client_id=None, identity=OPERATOR):
+        """A `tools.broker.Connection` as `identity` (one of OPERATORS) over TLS to `address`
+        (default: the fleet's broker). The broker names the session after the identity."""
         host, _, port = (address or self.data["broker"]).rpartition(":")
         if not host or not port.isdigit():
             raise CliError("broker address %r: HOST:PORT" % (address or self.data["broker"]))
         pki = self.dir / "pki"
-        return broker.Connection(host, int(port), cafile=str(pki / "ca.crt"), certfile=str(pki / (OPERATOR + ".crt")),
-                                 keyfile=str(pki / (OPERATOR + ".key")), client_id=client_id)
+        if not (pki / (identity + ".key")).exists():  # a fleet made before this identity existed
+            self.pki.issue(identity)
+        return broker.Connection(host, int(port), cafile=str(pki / "ca.crt"), certfile=str(pki / (identity + ".crt")),
+                                 keyfile=str(pki / (identity + ".key")), client_id=client_id)
 
 
 def add_argument(parser):

@@ -49,7 +49,7 @@ class LocalBroker:
             lines += ["cafile %s" % self.pki.ca_file, "certfile %s" % server["cert_file"],
                       "keyfile %s" % server["key_file"], "tls_version tlsv1.2"]
             if require_certificate:
-                lines += ["require_certificate true", "use_identity_as_username true"]
+                lines += ["require_certificate true", "use_identity_as_username true", "use_username_as_clientid true"]
         if users:
             pw = self.dir / "passwd"
             pw.write_text("")

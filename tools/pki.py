@@ -6,6 +6,7 @@ The demo and the tests use a throw-away CA (`PKI(dir)`); a fleet keeps its CA on
 (`PKI.open(dir)`) and revokes devices with a certificate revocation list (`crl()`)."""
 import datetime
 import ipaddress
+import os
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +28,33 @@ def _host(name):
         return x509.DNSName(name)
 
 
+def private_dir(path):
+    """A folder for private keys: made 0700 (its parents as the umask says)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def write_private(path, data):
+    """Write a private key readable by its owner only from its first byte: a fresh file created
+    0600 (O_EXCL: no older file's mode carries over), then renamed over the name. An interrupted
+    run leaves at most a 0600 leftover, never a readable key; nothing is chmod-ed afterwards."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def _pem_key(key):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
@@ -36,11 +64,11 @@ def _pem_cert(cert):
 
 
 class PKI:
-    """CA plus issued certificates, written as PEM files under `directory` (keys mode 0600)."""
+    """CA plus issued certificates, written as PEM files under `directory` (a 0700 folder; keys
+    0600 from their first byte)."""
 
     def __init__(self, directory, ca_name="micropython-ota local CA", *, days=30, ca_key=None, ca_cert=None):
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = private_dir(directory)
         self.days = days
         self.ca_key = ca_key or ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -70,7 +98,7 @@ class PKI:
             key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
             return cls(d, ca_key=key, ca_cert=x509.load_pem_x509_certificate((d / "ca.crt").read_bytes()), days=days)
         pki = cls(d, ca_name, days=days)
-        pki._write("ca.key", _pem_key(pki.ca_key), 0o600)
+        write_private(d / "ca.key", _pem_key(pki.ca_key))
         return pki
 
     def crl(self, serials, days=30):
@@ -84,11 +112,18 @@ class PKI:
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
         return builder.sign(self.ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
-    def _write(self, name, data, mode=0o644):
+    def _write(self, name, data):
         path = self.dir / name
         path.write_bytes(data)
-        path.chmod(mode)
         return path
+
+    def forget(self, cn):
+        """Delete the private key issued for `cn` (a revoked device's key has no use left)."""
+        for name in (cn + ".key", cn + ".key.tmp"):
+            try:
+                (self.dir / name).unlink()
+            except FileNotFoundError:
+                pass
 
     def issue(self, cn, *, server=False, hosts=("localhost", "127.0.0.1")):
         """Issue a leaf for `cn` (a server's for `hosts`); returns dict with cert/key PEM and DER
@@ -128,5 +163,5 @@ class PKI:
             ),
         }
         leaf["cert_file"] = self._write(cn + ".crt", leaf["cert_pem"])
-        leaf["key_file"] = self._write(cn + ".key", leaf["key_pem"], 0o600)
+        leaf["key_file"] = write_private(self.dir / (cn + ".key"), leaf["key_pem"])
         return leaf

@@ -220,7 +220,8 @@ def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=
     if firmware_version:
         (out / INSTALLED_PATH).write_bytes(installed_record(firmware_version))
     for name, data in sorted(credentials.items()):
-        (out / name).write_bytes(data)
+        if name != KEY_FILE:  # the key is written once, owner-only from its first byte
+            (out / name).write_bytes(data)
     if KEY_FILE in credentials:
         _write_secret(out / KEY_FILE, credentials[KEY_FILE])
     text = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()

@@ -3,7 +3,10 @@
 # Reason codes are stable strings: status reports, the audit log and docs use them verbatim.
 # The manifest check (docs/FORMAT.md) raises FormatError as bad_format, unsupported or
 # bad_geometry; SignatureError as bad_signature or unknown_key; PolicyError as wrong_board,
-# downgrade, expired or too_large.
+# downgrade, expired or too_large; StateError as bad_history when no copy of the anti-downgrade
+# floor can be read (every update is refused); FormatError as bad_config from config.check().
+# Damage the device recovers from is reported in `fault` events, not raised: bad_progress,
+# bad_state (a JSON state file), torn, bad_history (one copy), bad_config, no_memory.
 
 
 class OTAError(Exception):
@@ -49,3 +52,4 @@ class StateError(OTAError):
     """The device is not in a state to take this update (unconfirmed image, other update)."""
 
     reason = "bad_state"
+

@@ -132,7 +132,7 @@ def _geometry(f, encoding):
     size, chunk, count, wire, base_size = f[10], f[11], f[12], f[13], f[17]
     stream = wire if encoding == 2 else size
     fanout = chunk // 32
-    pages = (count + fanout - 1) // fanout
+    pages = (count + fanout - 1) // fanout if fanout else 0  # a chunk under 32 bytes is refused below
     if (size < 1 or count < 1 or not _CHUNK_MIN <= chunk <= _CHUNK_MAX or count != (stream + chunk - 1) // chunk
             or wire < count or (encoding == 0 and wire != size) or pages > fanout or count + 1 + pages > _CHUNKS_MAX
             or (encoding == 2) != (base_size != 0) or (encoding != 2 and f[18] != bytes(32))):

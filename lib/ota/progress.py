@@ -7,7 +7,6 @@ the same bytes over themselves change nothing."""
 import struct
 
 from ota import store
-from ota.errors import FormatError
 
 _NAME = "progress"
 _MAGIC = b"OTP1"
@@ -64,16 +63,33 @@ class Progress:
         head = struct.pack(_HEADER, _MAGIC, bytes.fromhex(self.release), self.counter, self.chunk_count, self.sector_count)
         store.write(_NAME, head + self.erased + self.received)
 
+    def fits(self, counter, chunk_count, sector_count):
+        """True when this record was made for a release of this shape (a record whose CRC is
+        right but whose numbers are not must never steer the writes into the slot)."""
+        return self.counter == counter and self.chunk_count == chunk_count and self.sector_count == sector_count
+
     @classmethod
     def load(cls):
-        """The saved record, or None when there is none (or it cannot be trusted)."""
+        """The saved record, or None when there is none. A record that cannot be trusted (torn,
+        or whole but malformed) is reported and dropped: the download starts again."""
+        if not store.present(_NAME):
+            return None
         data = store.read(_NAME)
-        if data is None or len(data) < _HEADER_SIZE:
+        self = cls._parse(data) if data is not None else None
+        if self is None:
+            store.drop(_NAME, "bad_progress")
+        return self
+
+    @classmethod
+    def _parse(cls, data):
+        if len(data) < _HEADER_SIZE:
             return None
         magic, release, counter, chunks, sectors = struct.unpack(_HEADER, data[:_HEADER_SIZE])
+        if magic != _MAGIC or not chunks or not sectors:
+            return None
         self = cls(release.hex(), counter, chunks, sectors)
-        if magic != _MAGIC or len(data) != _HEADER_SIZE + len(self.erased) + len(self.received):
-            raise FormatError("bad_state", "progress record")
+        if len(data) != _HEADER_SIZE + len(self.erased) + len(self.received):
+            return None
         self.erased[:] = data[_HEADER_SIZE : _HEADER_SIZE + len(self.erased)]
         self.received[:] = data[_HEADER_SIZE + len(self.erased) :]
         self.count = sum(1 for i in range(chunks) if test_bit(self.received, i))

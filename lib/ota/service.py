@@ -12,7 +12,9 @@ confirms the new image once the broker has been reached again (the next update m
 able to arrive) and every check passes; it feeds the trial watchdog on each poll. An
 application with its own MQTT client lends it: `start(client=c, on_message=..., on_connect=...)`
 (umqtt.simple and alike, see `ota.adapter`)."""
-from ota import config, net, policy, trial, trust
+import gc
+
+from ota import config, events, net, policy, trial, trust
 from ota.freshness import Freshness
 from ota.errors import OTAError
 from ota.transport import Transport
@@ -71,7 +73,16 @@ class Service:
         return self.transport.connected
 
     def poll(self, timeout_ms=100):
-        """One round of the update service; call it often from the application's loop."""
+        """One round of the update service; call it often from the application's loop.
+        Running out of memory is reported (`fault`, no_memory) and never stops the service:
+        what is saved lets the next round resume."""
+        try:
+            self._poll(timeout_ms)
+        except MemoryError:
+            gc.collect()
+            events.emit("fault", error="no_memory")
+
+    def _poll(self, timeout_ms):
         trial.feed()
         self.fresh.watch()
         if self.link is not None and not self.link.poll():

@@ -22,7 +22,7 @@ import machine
 from micropython import const
 
 from ota import events, history, manifest, otadata, store, trial, trust
-from ota.errors import FormatError, IntegrityError, StateError
+from ota.errors import FormatError, IntegrityError, OTAError, StateError
 from ota.policy import now as install_now
 from ota.filesink import FileSink
 from ota.progress import Progress, test_bit
@@ -124,13 +124,15 @@ class Updater:
             raise StateError("busy", "another update is in progress")
         signed = bytes(blob[:manifest.blob_length(blob)])  # without the timestamp record, refreshed often
         saved = Progress.load()
-        if saved and saved.release == m.id and store.read(store.MANIFEST) == signed:
+        count, sectors = m.chunk_count + 1 + m.pages, (m.size + SECTOR - 1) // SECTOR
+        if saved and saved.release == m.id and saved.fits(m.counter, count, sectors) \
+                and store.read(store.MANIFEST) == signed:
             progress = saved
-        elif saved and m.counter < saved.counter:
+        elif saved and m.counter < saved.counter and self._resumable(saved):
             events.emit("rejected", release=m.id, reason="busy")
             raise StateError("busy", "a newer download is in progress")
         else:
-            progress = Progress(m.id, m.counter, m.chunk_count + 1 + m.pages, (m.size + SECTOR - 1) // SECTOR)
+            progress = Progress(m.id, m.counter, count, sectors)
             store.write(store.MANIFEST, signed)
             _create(TABLE, 32 * (m.pages + m.chunk_count))
             if m.target == "trust":
@@ -147,6 +149,18 @@ class Updater:
         self._unsaved = 0
         events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
         return m
+
+    def _resumable(self, saved):
+        """True when the saved progress belongs to the saved manifest, which offer() checked
+        before writing it: a damaged record that names no saved release cannot hold offers off.
+        (No second signature check: it would cost a verify and move the freshness state.)"""
+        blob = store.read(store.MANIFEST)
+        try:
+            end = manifest.blob_length(blob or b"")
+        except OTAError:
+            return False
+        tbs_len = blob[6] << 8 | blob[7]
+        return end <= len(blob) and hashlib.sha256(blob[:tbs_len]).digest()[:8].hex() == saved.release
 
     def missing(self, limit):
         """Up to `limit` chunk indices to fetch: the table's index first, then its pages, then
