@@ -9,6 +9,7 @@ import zlib
 import pytest
 
 from pipeline_env import FW_UNHEALTHY, PipelineBoard, new_signer
+from test_agent_survives import BOOT_WITHOUT_LIB
 from plugin_sim import partition
 from releases import release_id
 
@@ -29,6 +30,14 @@ def state_file(device, name):
     blob = device.read_file(".ota/" + name)  # from the board's LittleFS
     assert struct.unpack("<I", blob[-4:])[0] == zlib.crc32(blob[:-4])
     return json.loads(blob[:-4])
+
+
+def history(device):
+    """The anti-downgrade record as the device reads it: the newest of its two copies, with the
+    highest counter of both (lib/ota/history.py)."""
+    copies = [state_file(device, name) for name in ("history.0", "history.1")]
+    newest = max(copies, key=lambda h: h["seq"])
+    return dict(newest, counter=max(h["counter"] for h in copies))
 
 
 # NEW (0) -> PENDING_VERIFY (1) by the bootloader: the low half programmed, the high half still erased;
@@ -57,16 +66,15 @@ def test_torn_state_word_never_confirms_a_failing_firmware(sim_device, tmp_path,
     # the old image, booted again under a new otadata entry, still knows what it is.
     assert rolled == [("power_loss", "1.0.0"), ("health_check_failed", "1.0.0")]
     assert [f["release"] for k, f in board.events() if k == "confirmed"] == ["release-one"]
-    history = state_file(board.device, "history")
-    assert history["counter"] < 2 and mine in history["failed"]
+    record = history(board.device)
+    assert record["counter"] < 2 and mine in record["failed"]
 
 
 def test_torn_state_word_under_a_firmware_that_cannot_import_ota_boots_the_previous_one(sim_device, tmp_path):
     """boot.py's guard (built-in modules only) fails closed on a torn state word too."""
     signer = new_signer(tmp_path)
     board = PipelineBoard(sim_device, signer, wdt_ms=1000, confirm_within_ms=3000)
-    no_lib = "import sys\nsys.path[:] = [p for p in sys.path if p != 'lib']\n"
-    blob, image = signer.release("2.0.0", {"fw": FW_UNHEALTHY, "_boot": no_lib}, counter=2, size=64 * 1024)
+    blob, image = signer.release("2.0.0", {"fw": FW_UNHEALTHY, "_boot": BOOT_WITHOUT_LIB}, counter=2, size=64 * 1024)
     board.stage(blob, image)
     board.device.run(timeout=60, max_boots=1)
     tear_state_word(board.device, 1, 0xFFFF0001)
@@ -78,4 +86,4 @@ def test_torn_state_word_under_a_firmware_that_cannot_import_ota_boots_the_previ
     assert boots[2]["slot"] == "ota_0" and boots[-1]["version"] == "1.0.0"
     mine = release_id(blob)
     assert not [f for k, f in board.events() if k == "confirmed" and f["release"] == mine]
-    assert state_file(board.device, "history")["counter"] < 2
+    assert history(board.device)["counter"] < 2
