@@ -156,5 +156,10 @@ def bundle_record(device):
 
 
 def history(files):
-    raw = files.get(".ota/history")
-    return json.loads(raw[:-4]) if raw else {"counter": 0, "release": None, "failed": []}
+    """The anti-downgrade record as the device reads it (lib/ota/history.py): the newest of its
+    two copies, with the highest counter of both."""
+    copies = [json.loads(files[name][:-4]) for name in (".ota/history.0", ".ota/history.1") if name in files]
+    if not copies:
+        return {"counter": 0, "release": None, "failed": []}
+    newest = max(copies, key=lambda h: h.get("seq", 0))
+    return dict(newest, counter=max(h["counter"] for h in copies))
