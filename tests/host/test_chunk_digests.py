@@ -84,7 +84,7 @@ def test_bad_chunks_and_tables_cost_one_message_and_erase_nothing(sim_snippet, t
     ] + [(i, msgs[i]) for i in range(1, n)]
     (tmp_path / "blob").write_bytes(blob)
     (tmp_path / "ops").write_text("".join(json.dumps([k, v if isinstance(v, int) else v.hex()]) + "\n" for k, v in ops))
-    proc = sim_snippet(SCRIPT, args=[str(signer.trust), str(tmp_path / "blob"), str(tmp_path / "ops")], heapsize="200K")
+    proc = sim_snippet(SCRIPT, args=[str(signer.trust), str(tmp_path / "blob"), str(tmp_path / "ops")], heapsize="256K")  # the harness reads 8 KB hex lines
     got = json.loads(proc.stdout.splitlines()[-1])
     assert got[:21] == [
         ["missing", [index]],
