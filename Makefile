@@ -30,10 +30,10 @@ bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 mpy: setup
-	$(BIN)/python -m tools mpy --arch xtensawin --arch armv6m --out build/mpy
+	$(BIN)/python -m mpota mpy --arch xtensawin --arch armv6m --out build/mpy
 
 demo: setup
-	$(BIN)/python -m tools.demo_pico && $(BIN)/python -m tools demo
+	$(BIN)/python -m mpota.demo_pico && $(BIN)/python -m mpota demo
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

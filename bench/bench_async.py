@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "host")]
 
 from e2e_env import Fleet  # noqa: E402
 from plugin_sim import SimDevice  # noqa: E402
-from tools.localbroker import LocalBroker  # noqa: E402
+from mpota.localbroker import LocalBroker  # noqa: E402
 
 MODES = ("aservice", "baseline", "lent umqtt.simple")
 DEVICE_LIBS = ROOT / "build" / "devicelibs"  # `make setup` fetches umqtt.simple there

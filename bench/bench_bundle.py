@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "host")]
 
 from pipeline_env import FW_HEALTHY  # noqa: E402
 from rp2_env import BundleSigner, Rp2Device, bundle_board_files, bundle_record, stage  # noqa: E402
-from tools import bundle  # noqa: E402
+from mpota import bundle  # noqa: E402
 
 COPY_APP = """import os, time
 t = time.ticks_ms()

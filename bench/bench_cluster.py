@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import simboard  # noqa: E402
 
-from tools import broker as host_broker  # noqa: E402
-from tools.cmd_publish import publish_release  # noqa: E402
-from tools.localrabbit import Epmd, RabbitNode  # noqa: E402
-from tools.pki import PKI  # noqa: E402
-from tools.signing import manifest_id  # noqa: E402
+from mpota import broker as host_broker  # noqa: E402
+from mpota.cmd_publish import publish_release  # noqa: E402
+from mpota.localrabbit import Epmd, RabbitNode  # noqa: E402
+from mpota.pki import PKI  # noqa: E402
+from mpota.signing import manifest_id  # noqa: E402
 
 STARTED = time.monotonic()
 DEVICE_LIMIT_S = 30

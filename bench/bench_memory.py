@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import simboard  # noqa: E402
 
-from tools.cmd_publish import publish_release  # noqa: E402
+from mpota.cmd_publish import publish_release  # noqa: E402
 
 STARTED = time.monotonic()
 

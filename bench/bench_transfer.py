@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import simboard  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
-from tools.cmd_publish import publish_release  # noqa: E402
-from tools.localbroker import mosquitto_binary  # noqa: E402
+from mpota.cmd_publish import publish_release  # noqa: E402
+from mpota.localbroker import mosquitto_binary  # noqa: E402
 
 DEVICE_HEAP = "1024K"  # ample: this bench measures speed (bench_memory.py measures the heap)
 DEVICE_LIMIT_S = 600

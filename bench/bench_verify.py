@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed  # noqa: E402
 
-from tools import signing  # noqa: E402
+from mpota import signing  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

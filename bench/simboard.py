@@ -17,9 +17,9 @@ for extra in (ROOT, ROOT / "boards" / "unix"):
         sys.path.insert(0, str(extra))
 
 from simhost import PARTITIONS, supervisor  # noqa: E402
-from tools import broker as host_broker  # noqa: E402
-from tools import fwimage, provision, signing  # noqa: E402
-from tools.localbroker import LocalBroker  # noqa: E402
+from mpota import broker as host_broker  # noqa: E402
+from mpota import fwimage, provision, signing  # noqa: E402
+from mpota.localbroker import LocalBroker  # noqa: E402
 
 BOARD = "esp32-generic"
 FLEET = "bench"
@@ -143,7 +143,7 @@ class Board:
 
     def start_supervised(self, heapsize, console):
         """Power the board on under the simulator's supervisor (boot.py, main.py, resets)."""
-        cmd = [sys.executable, "-m", "tools", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
+        cmd = [sys.executable, "-m", "mpota", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
                "--heapsize", heapsize]
         return subprocess.Popen(cmd, cwd=ROOT, stdout=open(console, "wb"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -11,7 +11,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from tools.cli import CliError
+from mpota.cli import CliError
 
 DEFAULT_ROOT = "ota"
 NAME_RE = re.compile(r"[^/+#\x00]{1,64}\Z")

@@ -13,7 +13,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from tools import mpy
+from mpota import mpy
 
 MAGIC = b"MOTB"
 VERSION = 1

@@ -11,7 +11,7 @@ import importlib.metadata
 import pkgutil
 import sys
 
-import tools
+import mpota
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -48,9 +48,9 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version="mpota %s" % version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(tools.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(mpota.__path__), key=lambda m: m.name):
         if info.name.startswith("cmd_"):
-            importlib.import_module("tools." + info.name).register(subparsers)
+            importlib.import_module("mpota." + info.name).register(subparsers)
     return parser
 
 

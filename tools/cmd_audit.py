@@ -1,9 +1,9 @@
 """`mpota audit`: read the fleet's audit trail (tools/audit.py), filtered."""
 import json
 
-from tools import fleet
-from tools.audit import AuditLog, format_entries, parse_time
-from tools.cli import EXIT_OK, CliError
+from mpota import fleet
+from mpota.audit import AuditLog, format_entries, parse_time
+from mpota.cli import EXIT_OK, CliError
 
 
 def _time(text):

@@ -7,8 +7,8 @@ makes an app-bundle manifest, `mpota sign`, `mpota publish`. docs/BUNDLES.md exp
 """
 from pathlib import Path
 
-from tools import bundle
-from tools.cli import CliError
+from mpota import bundle
+from mpota.cli import CliError
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "boards" / "rp2" / "main.py"  # main.py of a board with bundles
 

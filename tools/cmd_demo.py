@@ -1,5 +1,5 @@
 """`mpota demo`: see tools/demo.py."""
-from tools import demo
+from mpota import demo
 
 
 def _run(args):

@@ -3,9 +3,9 @@ access rules (tools/fleet.py, tools/mosquitto_conf.py)."""
 import json
 import sys
 
-from tools import broker, fleet, mosquitto_conf
-from tools.audit import AuditLog
-from tools.cli import EXIT_OK, CliError
+from mpota import broker, fleet, mosquitto_conf
+from mpota.audit import AuditLog
+from mpota.cli import EXIT_OK, CliError
 
 
 def cmd_init(args):

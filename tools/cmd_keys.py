@@ -5,8 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from tools import signing
-from tools.cli import CliError, read_file
+from mpota import signing
+from mpota.cli import CliError, read_file
 
 PASSWORD_ENV = "MPOTA_KEY_PASSWORD"
 
@@ -113,7 +113,7 @@ def _trust_update(args, add=(), remove=()):
     print("trust file   %s  serial %d, %d key(s)" % (out, serial, len(signing.parse_trust_file(new)[2])))
     print("trust update %s  release id %s: `mpota publish %s %s --fleet ...`" % (
         blob_path, signing.manifest_id(tbs), blob_path, out))
-    from tools.cmd_publish import _audit
+    from mpota.cmd_publish import _audit
 
     _audit(args, "key_" + args.key_command, outcome="serial %d" % serial,
            reason=",".join(list(remove) + [signing.public_key_id(p).hex() for p, _ in add]))

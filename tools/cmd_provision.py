@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from tools import cmd_bundle, mpy, provision
-from tools.cli import EXIT_REFUSED, CliError
+from mpota import cmd_bundle, mpy, provision
+from mpota.cli import EXIT_REFUSED, CliError
 
 PORT_PLACEHOLDER = "PORT"
 WIFI_PASSWORD_ENV = "MPOTA_WIFI_PASSWORD"

@@ -5,11 +5,11 @@ import json
 import os
 import sys
 
-from tools import broker, signing, timestamp
-from tools.audit import AuditLog
-from tools.livetable import LiveTable
-from tools.fleet import OPERATOR
-from tools.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
+from mpota import broker, signing, timestamp
+from mpota.audit import AuditLog
+from mpota.livetable import LiveTable
+from mpota.fleet import OPERATOR
+from mpota.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
 
 
 # --- publish ----------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def release_fields(blob, image):
 def publish_release(conn, blob, image, targets, root=broker.DEFAULT_ROOT, progress=None, stamp=None):
     """Upload chunks and the digest table, then the release manifest, then point `targets`
     (manifest topics) at it. Each stage is acknowledged before the next: a device never sees a
-    manifest without chunks. `stamp`: a `tools.timestamp.Stamper`, which appends a fresh
+    manifest without chunks. `stamp`: a `mpota.timestamp.Stamper`, which appends a fresh
     timestamp record to each target's message. Returns the release id."""
     fields = release_fields(blob, image)
     rid = fields["id"]

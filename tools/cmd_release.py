@@ -11,9 +11,9 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
-from tools import imagecheck, signing
-from tools.cli import EXIT_REFUSED, CliError
-from tools.cmd_keys import private_key, public_key
+from mpota import imagecheck, signing
+from mpota.cli import EXIT_REFUSED, CliError
+from mpota.cmd_keys import private_key, public_key
 
 
 def _read(path):

@@ -3,10 +3,10 @@ import json
 import sys
 import time
 
-from tools import fleet, rollout
-from tools.audit import AuditLog
-from tools.cli import EXIT_OK, EXIT_REFUSED, read_file
-from tools.cmd_publish import release_fields, upload
+from mpota import fleet, rollout
+from mpota.audit import AuditLog
+from mpota.cli import EXIT_OK, EXIT_REFUSED, read_file
+from mpota.cmd_publish import release_fields, upload
 
 
 def _list(values):

@@ -8,8 +8,8 @@ for what is modelled and docs/DEVICE_TESTS.md for the virtual board.
 import sys
 from pathlib import Path
 
-from tools import fwimage, rp2sim
-from tools.cli import CliError
+from mpota import fwimage, rp2sim
+from mpota.cli import CliError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boards" / "unix"))
 from simhost import supervisor, vboard  # noqa: E402

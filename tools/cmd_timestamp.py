@@ -2,8 +2,8 @@
 
 Run it from a timer more often than `--timestamp-life` (e.g. hourly for a day's life): devices
 that trust a timestamp key refuse a manifest whose record has expired (docs/FORMAT.md section 5)."""
-from tools import broker, timestamp
-from tools.cmd_publish import _add_audit, _audit
+from mpota import broker, timestamp
+from mpota.cmd_publish import _add_audit, _audit
 
 
 def cmd_timestamp(args):

@@ -1,7 +1,7 @@
 """`make demo`: the whole system on one machine, in about a minute.
 
 A mosquitto broker with TLS on a free loopback port, a fresh signing key, simulated ESP32 boards
-provisioned as real ones are (`tools.provision`), and two releases: a good one that every board
+provisioned as real ones are (`mpota.provision`), and two releases: a good one that every board
 installs and confirms, then a bad one whose health check fails, which every board tries and
 rolls back by itself. A live table shows each board's version, slot, state, progress and reason;
 a summary ends it. Every process it started is stopped, whatever happens.
@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools import broker as host_broker
-from tools import fwimage, provision, signing
-from tools.cmd_publish import fleet_status, format_table, publish_release
-from tools.localbroker import LocalBroker
+from mpota import broker as host_broker
+from mpota import fwimage, provision, signing
+from mpota.cmd_publish import fleet_status, format_table, publish_release
+from mpota.localbroker import LocalBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = "demo"
@@ -84,7 +84,7 @@ class Demo:
 
     @staticmethod
     def _sim_cmd(action, home, *extra):
-        return [sys.executable, "-m", "tools", "sim", action, "--flash", str(home / "flash.bin"), "--fs",
+        return [sys.executable, "-m", "mpota", "sim", action, "--flash", str(home / "flash.bin"), "--fs",
                 str(home / "fs")] + list(extra)
 
     def _sim(self, action, home, *extra):

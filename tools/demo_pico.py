@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from tools import bundle, cmd_bundle, demo, fwimage, provision, signing
+from mpota import bundle, cmd_bundle, demo, fwimage, provision, signing
 
 BOARD = "rp2-pico-w"
 APP = (demo.ROOT / "boards" / "rp2" / "demo" / "main.py").read_bytes()
@@ -45,7 +45,7 @@ class PicoDemo(demo.Demo):
             cmd_bundle.stage_first(home / "fs", first, "1.0.0")
             board.new_board(home / "flash.bin")
             fs.copy_tree(home / "flash.bin", home / "fs")
-            cmd = [sys.executable, "-m", "tools.rp2sim", "rp2-run", "--flash", str(home / "flash.bin"),
+            cmd = [sys.executable, "-m", "mpota.rp2sim", "rp2-run", "--flash", str(home / "flash.bin"),
                    "--heapsize", HEAPSIZE]
             proc = subprocess.Popen(cmd, cwd=demo.ROOT, stdout=open(home / "console.log", "wb"),
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -18,9 +18,9 @@ import re
 import shutil
 from pathlib import Path
 
-from tools import broker
-from tools.cli import CliError
-from tools.pki import PKI, private_dir, write_private
+from mpota import broker
+from mpota.cli import CliError
+from mpota.pki import PKI, private_dir, write_private
 
 OPERATOR = "publisher"
 # `mpota rollout run` connects as its own identity: the broker binds every client id to its
@@ -158,7 +158,7 @@ class Fleet:
 
     # --- the operators' connection ---
     def connection(self, address=None, client_id=None, identity=OPERATOR):
-        """A `tools.broker.Connection` as `identity` (one of OPERATORS) over TLS to `address`
+        """A `mpota.broker.Connection` as `identity` (one of OPERATORS) over TLS to `address`
         (default: the fleet's broker). The broker names the session after the identity."""
         host, _, port = (address or self.data["broker"]).rpartition(":")
         if not host or not port.isdigit():

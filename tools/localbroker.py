@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tools.pki import PKI
+from mpota.pki import PKI
 
 START_TIMEOUT = 10.0
 

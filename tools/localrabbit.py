@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tools.localbroker import free_port
-from tools.pki import PKI
+from mpota.localbroker import free_port
+from mpota.pki import PKI
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's scripts (those in /usr/sbin switch to the rabbitmq user)
 START_TIMEOUT = 90.0  # a node boots in about 10 s on an idle 2-core machine; much slower on a busy one

@@ -15,15 +15,15 @@ import os
 import pwd
 from pathlib import Path
 
-from tools.fleet import OPERATORS
-from tools.pki import write_private
+from mpota.fleet import OPERATORS
+from mpota.pki import write_private
 
 STATUS_LEAVES = ("state", "event", "online")
 BROKER_USER = "mosquitto"  # the user Debian's mosquitto drops to when started as root
 
 
 def acl(fleet):
-    """The ACL file's text for a `tools.fleet.Fleet`. Rules that name no user (the fleet level,
+    """The ACL file's text for a `mpota.fleet.Fleet`. Rules that name no user (the fleet level,
     release chunks) go into each device's own section: mosquitto warns about a `pattern` without
     %u or %c, and a bare `topic` line would apply to anonymous clients only."""
     root, name = fleet.root, fleet.name

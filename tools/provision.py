@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tools import imagecheck, mpy, signing
+from mpota import imagecheck, mpy, signing
 
 DER = serialization.Encoding.DER
 

@@ -22,10 +22,10 @@ import queue
 import time
 from contextlib import contextmanager
 
-from tools import broker, signing
-from tools.audit import AuditLog
-from tools.cli import CliError
-from tools.fleet import atomic_write, check_id
+from mpota import broker, signing
+from mpota.audit import AuditLog
+from mpota.cli import CliError
+from mpota.fleet import atomic_write, check_id
 
 FAILURES = ("rolled_back", "rejected", "timed_out")
 STARTED = ("offered", "downloading", "verified", "awaiting_permission", "installing", "rebooting", "trial",

@@ -6,7 +6,7 @@ A Pico W board is one file, its flash storage region (848 KiB) holding MicroPyth
 import sys
 from pathlib import Path
 
-from tools.cli import CliError
+from mpota.cli import CliError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boards" / "unix"))
 from rp2host import board, fs  # noqa: E402
@@ -61,7 +61,7 @@ def register(sub):
     p.set_defaults(func=cmd_run)
 
 
-if __name__ == "__main__":  # `python -m tools.rp2sim rp2-run ...`: the same commands without loading the whole CLI
+if __name__ == "__main__":  # `python -m mpota.rp2sim rp2-run ...`: the same commands without loading the whole CLI
     import argparse
 
     parser = argparse.ArgumentParser(prog="mpota sim")

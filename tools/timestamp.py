@@ -5,8 +5,8 @@ The timestamp key can only vouch that a release is current; it cannot authorise 
 live on the machine that runs `mpota timestamp` from a timer, unlike the release key."""
 import time
 
-from tools import signing
-from tools.cli import CliError
+from mpota import signing
+from mpota.cli import CliError
 
 DEFAULT_LIFE = 86400  # a day: a frozen device notices within a day
 
@@ -67,7 +67,7 @@ def from_args(args):
         return None
     import os
 
-    from tools.cmd_keys import PASSWORD_ENV
+    from mpota.cmd_keys import PASSWORD_ENV
 
     try:
         key = signing.load_private_key(args.timestamp_key, os.environ.get(PASSWORD_ENV))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.device.virtualboard import VirtualBoardProcess, mpremote
-from tools import fwimage, mpy
+from mpota import fwimage, mpy
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 STATES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", None: None}

@@ -2,7 +2,7 @@
 refused with the reason the device reports."""
 import os
 
-from tools import signing
+from mpota import signing
 
 BOARD = "esp32-generic"
 

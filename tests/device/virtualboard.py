@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "boards" / "unix"))
 from simhost import supervisor  # noqa: E402
-from tools import fwimage  # noqa: E402
+from mpota import fwimage  # noqa: E402
 
 BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) slot=(\S+) cause=(\S+) version=(\S+) state=(\S+)$", re.M)
 
@@ -36,7 +36,7 @@ def mpremote(port, *args, timeout=60, check=True):
 
 class VirtualBoardProcess:
     """A fresh board (firmware `image` in ota_0, blank otadata, `files` on its filesystem) served
-    on a pty by `python -m tools sim board`; its [sim] lines are kept in `root/board.log`."""
+    on a pty by `python -m mpota sim board`; its [sim] lines are kept in `root/board.log`."""
 
     def __init__(self, root, image=None, files=None, heapsize="100K"):
         self.root = Path(root)
@@ -56,7 +56,7 @@ class VirtualBoardProcess:
         """Power on; returns the pty's path once the board prints it."""
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tools", "sim", "board", "--flash", str(self.flash), "--fs", str(self.fs),
+                [sys.executable, "-m", "mpota", "sim", "board", "--flash", str(self.flash), "--fs", str(self.fs),
                  "--heapsize", self.heapsize], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         end = time.monotonic() + timeout

@@ -9,9 +9,9 @@ import time
 from mpunix import ROOT, install_mpy
 from pipeline_env import FW_HEALTHY
 from releases import Signer
-from tools import broker as host_broker
-from tools.cmd_publish import fleet_status
-from tools.provision import INSTALLED_PATH, installed_record
+from mpota import broker as host_broker
+from mpota.cmd_publish import fleet_status
+from mpota.provision import INSTALLED_PATH, installed_record
 
 
 APPS = {"main.py": "main.py", "mqtt_app.py": "boards/unix/sim_main.py"}  # app name -> file in the repository
@@ -65,7 +65,7 @@ class Fleet:
         """Publish with the real CLI, as a maker would: `mpota publish ... --fleet F`."""
         (self.tmp / "release.sig").write_bytes(blob)
         (self.tmp / "release.bin").write_bytes(image)
-        cmd = [sys.executable, "-m", "tools", "publish", str(self.tmp / "release.sig"), str(self.tmp / "release.bin"),
+        cmd = [sys.executable, "-m", "mpota", "publish", str(self.tmp / "release.sig"), str(self.tmp / "release.bin"),
                "--fleet", self.fleet, "--broker", "%s:%d" % (self.broker.host, self.broker.port), "--quiet",
                "--root", self.root]
         cmd += list(target)

@@ -2,7 +2,7 @@
 ESP32_GENERIC-OTA.bin (written at 0x1000): bootloader, partition table at 0x8000, app at 0x10000."""
 import hashlib
 
-from tools import fwimage, imagecheck
+from mpota import fwimage, imagecheck
 
 FLASH_4MB = 2
 

@@ -4,10 +4,10 @@ import json
 import re
 
 from mpunix import ROOT, install_mpy
-from tools import signing
+from mpota import signing
 from releases import Signer
-from tools.provision import INSTALLED_PATH, installed_record
-from tools.fwimage import FW_HEALTHY, FW_UNHEALTHY  # noqa: F401  (re-exported for the tests)
+from mpota.provision import INSTALLED_PATH, installed_record
+from mpota.fwimage import FW_HEALTHY, FW_UNHEALTHY  # noqa: F401  (re-exported for the tests)
 
 FW_HANGS = "def start():\n    while True:\n        pass\n\ndef healthy():\n    return True\n"
 FW_CRASHES = "def start():\n    raise RuntimeError('firmware bug')\n\ndef healthy():\n    return True\n"

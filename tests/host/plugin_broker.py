@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.localbroker import LocalBroker
-from tools.localrabbit import RabbitNode
+from mpota.localbroker import LocalBroker
+from mpota.localrabbit import RabbitNode
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def device_lib(tmp_path_factory):
 
 def make_release(payload, *, version="1.0.0", counter=1, chunk_size=4096, board="esp32-generic", key=None):
     """A signed manifest blob for `payload` (the host signing library, a fresh key by default)."""
-    from tools import signing
+    from mpota import signing
 
     key = key or signing.generate_key()
     tbs = signing.build_manifest(payload, board=board, version=version, counter=counter, chunk_size=chunk_size,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "boards" / "unix"))
 from simhost import PARTITIONS, boardfs, supervisor  # noqa: E402
 import sim_flash  # noqa: E402  (on the path through simhost)
 import sim_otadata  # noqa: E402
-from tools import fwimage  # noqa: E402
+from mpota import fwimage  # noqa: E402
 
 BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) slot=(\S+) cause=(\S+) version=(\S+) state=(\S+)$", re.M)
 TABLE = sim_flash.add_vfs(sim_flash.load_table(str(PARTITIONS)))  # as the port's start-up
@@ -95,7 +95,7 @@ class SimDevice:
         shutil.copytree(LIB, self.fs / "lib", dirs_exist_ok=True)
 
     def _command(self, halt_on_idle, max_boots, timeout):
-        cmd = [sys.executable, "-m", "tools", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
+        cmd = [sys.executable, "-m", "mpota", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
                "--heapsize", self.heapsize]
         if halt_on_idle:
             cmd.append("--halt-on-idle")

@@ -2,7 +2,7 @@
 import hashlib
 from pathlib import Path
 
-from tools import fwimage, signing
+from mpota import fwimage, signing
 
 BOARD = "esp32-generic"
 SLOT_SIZE = 0x180000

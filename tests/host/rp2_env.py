@@ -11,7 +11,7 @@ import pytest
 from mpunix import ROOT, install_mpy
 from plugin_sim import SimDevice
 from releases import Signer
-from tools import bundle, signing
+from mpota import bundle, signing
 
 sys.path.insert(0, str(ROOT / "boards" / "unix"))
 from rp2host import board as rp2board, fs as rp2fs  # noqa: E402
@@ -55,7 +55,7 @@ class Rp2Device(SimDevice):
             rp2fs.copy_tree(self.flash, tmp, "lib")
 
     def _command(self, halt_on_idle, max_boots, timeout):
-        cmd = [sys.executable, "-m", "tools.rp2sim", "rp2-run", "--flash", str(self.flash), "--heapsize", self.heapsize]
+        cmd = [sys.executable, "-m", "mpota.rp2sim", "rp2-run", "--flash", str(self.flash), "--heapsize", self.heapsize]
         if halt_on_idle:
             cmd.append("--halt-on-idle")
         if max_boots is not None:

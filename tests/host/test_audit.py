@@ -3,9 +3,9 @@ release, rollout and time, a torn last line skipped, and `mpota audit`."""
 import json
 import multiprocessing
 
-from tools.audit import KEYS, AuditLog, parse_time
-from tools.cli import main
-from tools.fleet import Fleet
+from mpota.audit import KEYS, AuditLog, parse_time
+from mpota.cli import main
+from mpota.fleet import Fleet
 
 
 def _writer(folder, n):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tools import mosquitto_conf
-from tools.cli import main
-from tools.fleet import Fleet
-from tools.localbroker import free_port, mosquitto_binary
+from mpota import mosquitto_conf
+from mpota.cli import main
+from mpota.fleet import Fleet
+from mpota.localbroker import free_port, mosquitto_binary
 
 if os.geteuid() != 0 or mosquitto_conf.broker_account() is None:
     pytest.fail("these tests start mosquitto as root and as the mosquitto user: run them as root with "

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from tools import mosquitto_conf, pki
-from tools.broker import Connection
-from tools.fleet import Fleet
-from tools.localbroker import LocalBroker
+from mpota import mosquitto_conf, pki
+from mpota.broker import Connection
+from mpota.fleet import Fleet
+from mpota.localbroker import LocalBroker
 
 
 @pytest.fixture

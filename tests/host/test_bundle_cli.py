@@ -1,5 +1,5 @@
 """`mpota bundle build` and `show`: what a maker types; errors are one line with exit code 2."""
-from tools import bundle, cli, mpy
+from mpota import bundle, cli, mpy
 
 
 def test_build_compiles_modules_and_keeps_main_as_source(tmp_path, capsys):

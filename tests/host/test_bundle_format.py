@@ -1,5 +1,5 @@
 """The bundle table (docs/FORMAT.md section 6), device parser (`ota.bundle.read_table` under the
-unix port) and host codec (`tools.bundle`) against the same vectors: well-formed bundles parse to
+unix port) and host codec (`mpota.bundle`) against the same vectors: well-formed bundles parse to
 the same table on both ends; every malformed one (paths that climb out or hide in .ota, bad
 characters, duplicates, lengths that do not add up, bad magic) is refused by both, the device
 with FormatError `bad_format`."""
@@ -10,7 +10,7 @@ import struct
 import pytest
 
 import mpunix
-from tools import bundle
+from mpota import bundle
 
 
 def _raw(entries, data=None, magic=b"MOTB", version=1, count=None, h_delta=0):

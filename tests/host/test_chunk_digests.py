@@ -9,7 +9,7 @@ from e2e_env import Fleet
 from pipeline_env import FW_HEALTHY
 from plugin_sim import partition
 from releases import BOARD, Signer
-from tools import signing
+from mpota import signing
 
 SCRIPT = """
 import sys, json

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from mpunix import ROOT
-from tools import fwimage
+from mpota import fwimage
 
 PASSWORD = {"MPOTA_KEY_PASSWORD": "correct horse"}
 
 
 def mpota(*args, env=None, cwd=None):
     base = {k: v for k, v in os.environ.items() if k != "MPOTA_KEY_PASSWORD"}
-    return subprocess.run([sys.executable, "-m", "tools", *map(str, args)], cwd=cwd or ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mpota", *map(str, args)], cwd=cwd or ROOT, capture_output=True,
                           text=True, env=dict(base, **(env or {})), stdin=subprocess.DEVNULL, timeout=60)
 
 
@@ -124,3 +124,11 @@ def test_publish_tls_file_that_is_not_pem(keys):
 def test_version():
     proc = mpota("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("mpota "), proc.stdout + proc.stderr
+
+
+def test_the_host_package_is_installed_as_mpota_and_nothing_named_tools(tmp_path):
+    """`pip install -e .` maps the tools/ folder to the import name `mpota`: no top-level `tools`
+    package lands on an interpreter's path to shadow another project's."""
+    code = "import importlib.util, mpota.cli; print(importlib.util.find_spec('tools'), mpota.cli.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["None", "mpota.cli"], proc.stdout + proc.stderr

@@ -7,7 +7,7 @@ import pytest
 from mpunix import install_mpy
 from pipeline_env import FW_HEALTHY, FW_UNHEALTHY
 from rp2_env import BundleSigner, bundle_board_files, events, staged
-from tools import signing
+from mpota import signing
 
 BOARD = "esp32-generic"
 

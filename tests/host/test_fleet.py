@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from tools import mosquitto_conf
-from tools.broker import Connection
-from tools.cli import CliError, main
-from tools.fleet import Fleet
-from tools.localbroker import LocalBroker
-from tools.pki import PKI
+from mpota import mosquitto_conf
+from mpota.broker import Connection
+from mpota.cli import CliError, main
+from mpota.fleet import Fleet
+from mpota.localbroker import LocalBroker
+from mpota.pki import PKI
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_a_device_using_another_devices_id_gets_nothing_of_it(fleet, broker, ota
     """dev-1's credentials in a board configured as dev-2: the broker knows it as dev-1 (the
     certificate's CN), so dev-2's pin and status stay out of its reach."""
     from plugin_broker import make_release
-    from tools.signing import manifest_id
+    from mpota.signing import manifest_id
 
     image = b"\xa5" * 8192
     blob = make_release(image)

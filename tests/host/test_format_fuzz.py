@@ -4,7 +4,7 @@ import json
 import random
 
 import mpunix
-from tools import signing
+from mpota import signing
 
 CASES = 1000
 SCRIPT = """

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import mpunix
-from tools import signing
+from mpota import signing
 
 T = 1_800_000_000
 SCRIPT = """

@@ -7,7 +7,7 @@ import pytest
 
 from e2e_env import Fleet
 from pipeline_env import FW_HEALTHY
-from tools import signing
+from mpota import signing
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_mpota_timestamp_refreshes_every_manifest_topic(tmp_path, mosquitto):
 
     from mpunix import ROOT
     from releases import Signer
-    from tools import broker as host_broker
+    from mpota import broker as host_broker
 
     mq = mosquitto()
     signer = Signer(tmp_path / "keys")
@@ -71,7 +71,7 @@ def test_mpota_timestamp_refreshes_every_manifest_topic(tmp_path, mosquitto):
     topics = ["ota/manifest/plant", "ota/manifest/plant/group/canary", "ota/manifest/plant/device/dev-1"]
     with host_broker.Connection(mq.host, mq.port) as conn:
         conn.wait([conn.publish(t, blob) for t in topics])
-    proc = subprocess.run([sys.executable, "-m", "tools", "timestamp", "--timestamp-key", str(pem), "--timestamp-life",
+    proc = subprocess.run([sys.executable, "-m", "mpota", "timestamp", "--timestamp-key", str(pem), "--timestamp-life",
                            "600", "--broker", "%s:%d" % (mq.host, mq.port), "--audit-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -18,7 +18,7 @@ import mpunix
 from mpunix import LIB, ROOT, SIM_MODULES
 from plugin_sim import PARTITIONS, blank_flash
 from releases import BOARD, SLOT_SIZE, Signer, release_id
-from tools import signing
+from mpota import signing
 
 HERE = ROOT / "tests" / "host"
 NOW = 1767225600  # 2026-01-01: the fuzzed device's clock

@@ -4,9 +4,9 @@ a renamed file of the other kind, a text file or an oversized image never reache
 import pytest
 
 import flashimage
-from tools import fwimage, imagecheck
-from tools.cli import main
-from tools.pki import PKI
+from mpota import fwimage, imagecheck
+from mpota.cli import main
+from mpota.pki import PKI
 
 SLOT = 0x180000
 

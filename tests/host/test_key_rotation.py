@@ -11,7 +11,7 @@ import pytest
 from e2e_env import Fleet
 from mpunix import ROOT
 from pipeline_env import FW_HEALTHY
-from tools import signing
+from mpota import signing
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def fleet(tmp_path, mosquitto, sim_device):
 
 
 def mpota(*args):
-    return subprocess.run([sys.executable, "-m", "tools", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mpota", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
 
 

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 import mpunix
-from tools import signing
+from mpota import signing
 
 BOARD = "esp32-generic"
 SLOT = 1536 * 1024

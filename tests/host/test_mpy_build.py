@@ -10,7 +10,7 @@ import pytest
 
 import mpunix
 from mpunix import ROOT
-from tools import cli, mpy, signing
+from mpota import cli, mpy, signing
 
 SOURCES = sorted((ROOT / "lib" / "ota").glob("*.py"))
 NATIVE = "import micropython\n\n\n@micropython.native\ndef inc(x):\n    return x + 1\n"

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from plugin_broker import make_release
-from tools import broker as hostbroker
-from tools.cmd_publish import publish_release
+from mpota import broker as hostbroker
+from mpota.cmd_publish import publish_release
 
 APP = """
 import asyncio, os, time

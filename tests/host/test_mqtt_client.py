@@ -177,5 +177,5 @@ c.close()
 """ % mq.port)
     # the broker going down published the will (kept across its restart), and so did close()
     assert out[:3] == ["[True]", "lost: closed", "[(b'status/dev-w', b'0', 'memoryview')]"]
-    with __import__("tools.broker").broker.Connection(mq.host, mq.port) as conn:
+    with __import__("mpota.broker").broker.Connection(mq.host, mq.port) as conn:
         assert conn.retained(["status/dev-w"], want=["status/dev-w"]) == {"status/dev-w": b"0"}  # last will

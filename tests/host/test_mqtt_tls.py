@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from tools.pki import PKI
+from mpota.pki import PKI
 from plugin_broker import make_release
-from tools import broker as hostbroker
-from tools.cmd_publish import publish_release
+from mpota import broker as hostbroker
+from mpota.cmd_publish import publish_release
 
 ACL = """user publisher
 topic readwrite ota/#

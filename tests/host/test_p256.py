@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 
 import mpunix
 from vectors import cavp_cases
-from tools import signing
+from mpota import signing
 
 N = signing.N
 P = signing.P

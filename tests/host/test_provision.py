@@ -18,9 +18,9 @@ from mpremote import main as mpremote_main
 
 import flashimage
 import mpunix
-from tools.pki import PKI
+from mpota.pki import PKI
 from mpunix import ROOT
-from tools import cli, mpy, provision, signing
+from mpota import cli, mpy, provision, signing
 
 
 def pem_to_der(path):
@@ -376,7 +376,7 @@ def test_a_failing_command_exits_1_and_names_it(inputs):
     """Real esptool against a port that does not exist: the run stops there, mpremote never starts."""
     port = str(inputs.dir / "no-such-port")
     argv = inputs.args("--port", port, "--firmware", str(inputs.firmware))
-    proc = subprocess.run([sys.executable, "-m", "tools"] + argv[0:], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mpota"] + argv[0:], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1, proc.stderr
     first = "esptool --chip esp32 --port %s --baud 460800 write-flash -z 0x1000 %s" % (port, inputs.firmware)
@@ -388,7 +388,7 @@ def test_a_failing_command_exits_1_and_names_it(inputs):
 def test_usage_error_has_no_traceback(inputs):
     argv = inputs.args()
     argv[argv.index("dev-7")] = "a/b"
-    proc = subprocess.run([sys.executable, "-m", "tools"] + argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "mpota"] + argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: bad device id") and "Traceback" not in proc.stderr
 
 

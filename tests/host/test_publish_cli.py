@@ -4,9 +4,9 @@ import json
 import os
 
 from plugin_broker import make_release
-from tools import broker as hostbroker
-from tools import signing
-from tools.cli import main
+from mpota import broker as hostbroker
+from mpota import signing
+from mpota.cli import main
 
 
 def files(tmp_path, image, blob):
@@ -120,7 +120,7 @@ def test_status_table_from_retained_states(mosquitto, capsys):
 
 
 def test_publish_and_prune_are_recorded_in_the_fleet_audit_log(mosquitto, tmp_path, capsys):
-    from tools.audit import AuditLog
+    from mpota.audit import AuditLog
 
     mq = mosquitto()
     broker = ["--broker", "127.0.0.1:%d" % mq.port]

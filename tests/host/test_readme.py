@@ -17,9 +17,9 @@ import pytest
 
 import flashimage
 from mpunix import ROOT
-from tools import fwimage, signing
-from tools.fleet import Fleet
-from tools.localbroker import free_port
+from mpota import fwimage, signing
+from mpota.fleet import Fleet
+from mpota.localbroker import free_port
 
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)

@@ -5,8 +5,8 @@ import json
 import time
 
 from plugin_broker import make_release
-from tools.broker import Connection
-from tools.signing import manifest_id
+from mpota.broker import Connection
+from mpota.signing import manifest_id
 
 IMAGE = bytes(range(256)) * 32  # 8 KiB: two chunks
 

@@ -16,10 +16,10 @@ from e2e_env import Fleet as Boards
 from mpunix import ROOT
 from pipeline_env import FW_HEALTHY, FW_UNHEALTHY
 from releases import release_id
-from tools import mosquitto_conf
-from tools.audit import AuditLog
-from tools.fleet import Fleet
-from tools.localbroker import LocalBroker
+from mpota import mosquitto_conf
+from mpota.audit import AuditLog
+from mpota.fleet import Fleet
+from mpota.localbroker import LocalBroker
 
 DEVICES = ["dev-%02d" % i for i in range(20)]
 CANARIES = DEVICES[:3]
@@ -39,7 +39,7 @@ class OperatedBoards(Boards):
 
 
 def mpota(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tools"] + [str(a) for a in args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mpota"] + [str(a) for a in args], cwd=ROOT, capture_output=True,
                           text=True, timeout=kw.pop("timeout", 240), **kw)
 
 
@@ -154,7 +154,7 @@ def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_wave
     before = sys_counters(boards)
     log_mark = len(broker.log_text())
     good = start(ops, boards, "good", "3.0.0", FW_HEALTHY, 3)
-    runner = subprocess.Popen([sys.executable, "-m", "tools", "rollout", "run", "good", "--fleet-dir", str(ops.dir)],
+    runner = subprocess.Popen([sys.executable, "-m", "mpota", "rollout", "run", "good", "--fleet-dir", str(ops.dir)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while plan(ops, "good")["wave"] < 1:

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from plugin_broker import make_release
-from tools import rollout
-from tools.audit import AuditLog
-from tools.cli import CliError, main
-from tools.fleet import Fleet
-from tools.signing import manifest_id
+from mpota import rollout
+from mpota.audit import AuditLog
+from mpota.cli import CliError, main
+from mpota.fleet import Fleet
+from mpota.signing import manifest_id
 
 BLOB = make_release(b"\x5a" * 5000, version="2.0.0", counter=2)
 RID = manifest_id(BLOB)

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline_env import FW_HANGS, FW_HEALTHY, FW_NEVER_CONFIRMS, FW_UNHEALTHY
 from rp2_env import BundleSigner, bundle_board_files, bundle_record, events, history, rp2_device, stage, staged  # noqa: F401
-from tools import bundle, signing
+from mpota import bundle, signing
 
 
 @pytest.fixture

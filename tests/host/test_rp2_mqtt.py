@@ -11,7 +11,7 @@ from e2e_env import Fleet
 from mpunix import ROOT
 from pipeline_env import FW_HEALTHY, FW_UNHEALTHY
 from rp2_env import BUNDLE_MQTT_APP, BundleSigner, bundle_board_files, rp2_device  # noqa: F401
-from tools import signing
+from mpota import signing
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def _pico(fleet, rp2_device, device_id):
 
 
 def _cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "tools", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "mpota", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pipeline_env import FW_HEALTHY
 from rp2_env import BundleSigner, Rp2Device, bundle_board_files, events, stage
-from tools import bundle, signing
+from mpota import bundle, signing
 
 SOAK = os.environ.get("OTA_SOAK") == "1"
 RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 200))

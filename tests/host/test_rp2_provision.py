@@ -7,7 +7,7 @@ import json
 from mpunix import ROOT
 from rp2_env import Rp2Device, rp2fs
 from test_provision import Inputs, provision_cli
-from tools import cli
+from mpota import cli
 
 
 def test_fresh_pico_provisioned_with_a_first_bundle_runs_it(tmp_path, capsys):

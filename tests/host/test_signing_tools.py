@@ -6,11 +6,11 @@ import sys
 
 import mpunix
 from mpunix import ROOT
-from tools import fwimage
+from mpota import fwimage
 
 
 def mpota(*args, env=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "tools", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mpota", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, **(env or {})))
     if check and proc.returncode:
         raise AssertionError(proc.stdout + proc.stderr)
@@ -70,7 +70,7 @@ def test_attach_accepts_raw_r_s_and_refuses_garbage(tmp_path):
           "--pub", tmp_path / "k.pub.pem", "-o", tmp_path / "r.tbs")
     der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", tmp_path / "k.pem", tmp_path / "r.tbs"],
                          capture_output=True, check=True).stdout
-    from tools import signing
+    from mpota import signing
 
     raw = b"".join(v.to_bytes(32, "big") for v in signing.decode_dss_signature(der))
     (tmp_path / "raw.sig").write_bytes(raw)

@@ -18,7 +18,7 @@ def image_info(path):
 
 
 def mpota(*args):
-    return subprocess.run([sys.executable, "-m", "tools", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mpota", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
 
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from mpunix import ROOT
-from tools import broker as hostbroker
-from tools.livetable import CURSOR_UP, ERASE_BELOW, LiveTable
+from mpota import broker as hostbroker
+from mpota.livetable import CURSOR_UP, ERASE_BELOW, LiveTable
 
 
 class Terminal(io.StringIO):
@@ -51,7 +51,7 @@ def test_status_command_piped_prints_each_change_as_a_line(mosquitto):
     state = lambda s: json.dumps({"device": "dev-1", "state": s, "version": "1.0.0"})  # noqa: E731
     with hostbroker.Connection(mq.host, mq.port) as conn:
         conn.wait([conn.publish("ota/status/dev-1/state", state("idle")), conn.publish("ota/status/dev-1/online", b"1")])
-        proc = subprocess.Popen([sys.executable, "-m", "tools", "status", "--wait", "0.3", "--broker",
+        proc = subprocess.Popen([sys.executable, "-m", "mpota", "status", "--wait", "0.3", "--broker",
                                  "127.0.0.1:%d" % mq.port], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             head = [proc.stdout.readline() for _ in range(3)]  # time, header, dev-1

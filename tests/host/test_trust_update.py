@@ -5,7 +5,7 @@ and its keys are used at once."""
 import json
 
 from releases import BOARD
-from tools import signing
+from mpota import signing
 
 SCRIPT = """
 import sys, json

@@ -6,7 +6,7 @@ import pytest
 import serial
 
 from tests.device.virtualboard import VirtualBoardProcess, mpremote
-from tools import fwimage
+from mpota import fwimage
 
 RAW = b"raw REPL; CTRL-B to exit\r\n>"
 

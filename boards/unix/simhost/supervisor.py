@@ -27,7 +27,7 @@ from pathlib import Path
 import simhost
 from simhost import bootloader
 import sim_flash
-from tools import fwimage
+from mpota import fwimage
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 CAUSES = {PWRON_RESET: "PWRON_RESET", HARD_RESET: "HARD_RESET", WDT_RESET: "WDT_RESET",
