@@ -48,7 +48,7 @@ target = running.get_next_update()
 buf = bytearray(max(lengths))
 view = memoryview(buf)
 base_size = int(sys.argv[4])
-decoder = Decoder(4096, running, base_size)
+decoder = Decoder(4096, 12, running, base_size)
 slot = Slot(target, Progress("00" * 8, 0, len(lengths), (sum(plain) + 4095) // 4096))
 with open(sys.argv[3], "rb") as f:
     t = time.ticks_us()

@@ -10,8 +10,9 @@ import zlib
 import bsdiff4.core
 
 PIECE = 4096  # plain bytes per chunk: one flash sector
-WBITS = 12  # must match ota.encoding.WBITS: the device's inflate window
+WBITS = 12  # the manifest's window bits: the device inflates with a 2**12-byte window
 _MAX_RECORD = 0xFFFF
+SLACK = 64  # an encoded chunk is at most piece + SLACK bytes (stored deflate blocks cost 5 each)
 
 
 def _compress(data):
@@ -51,7 +52,12 @@ def delta_chunks(base, image, piece=PIECE):
         out = bytearray(struct.pack("<I", state["start"]))
         for n_diff, n_extra, step, d_at, e_at in records:
             out += struct.pack("<HHi", n_diff, n_extra, step) + diff[d_at : d_at + n_diff] + extra[e_at : e_at + n_extra]
-        chunks.append(_compress(bytes(out)))
+        chunk = _compress(bytes(out))
+        if len(chunk) > piece + SLACK:
+            # many records over new code: one record of the piece's bytes is never larger
+            at = len(chunks) * piece
+            chunk = _compress(struct.pack("<IHHi", 0, 0, len(image[at : at + piece]), 0) + image[at : at + piece])
+        chunks.append(chunk)
         records.clear()
         state["start"] = state["old"]
 

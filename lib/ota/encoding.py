@@ -8,7 +8,7 @@ can never inflate past its piece: decoding stops at the piece's length and anyth
 refused (docs/ENCODINGS.md). A delta piece reads the base image (the running slot) through the
 block-device protocol and never writes it.
 
-    d = Decoder(4096, base=esp32.Partition(esp32.Partition.RUNNING), base_size=n)
+    d = Decoder(m.chunk_size, m.window_bits, base=esp32.Partition(esp32.Partition.RUNNING), base_size=m.base_size)
     plain = d.delta(chunk, expected_length)     # a memoryview into a buffer reused per chunk
 """
 import deflate
@@ -19,7 +19,6 @@ from micropython import const
 
 from ota.errors import FormatError
 
-WBITS = const(12)  # raw-deflate window: 4 KiB, the largest distance inside one 4 KiB piece
 _RECORD = const(8)  # u16 diff length, u16 extra length, i32 base step
 _STEP = const(256)  # diff bytes inflated and added at a time
 _SECTOR = const(4096)
@@ -40,8 +39,9 @@ except (ImportError, SyntaxError, ValueError):
 class Decoder:
     """Decodes chunks into one preallocated piece buffer; the caller writes it to the slot."""
 
-    def __init__(self, piece, base=None, base_size=0):
+    def __init__(self, piece, window_bits, base=None, base_size=0):
         self.piece = piece
+        self.window_bits = window_bits  # the inflate window is 2**window_bits bytes
         self.base = base  # block device (readblocks with offset) holding the base image
         self.base_size = base_size
         self._out = bytearray(piece)
@@ -52,7 +52,7 @@ class Decoder:
         # A native stream: DeflateIO pulls its input a byte at a time, and a Python stream class
         # costs a method call per byte (9x slower under the unix port). The copy and the
         # inflate window are the two allocations a chunk costs, both freed after it.
-        return deflate.DeflateIO(io.BytesIO(chunk), deflate.RAW, WBITS)
+        return deflate.DeflateIO(io.BytesIO(chunk), deflate.RAW, self.window_bits)
 
     def deflate(self, chunk, length):
         """The `length` plain bytes that `chunk` inflates to."""

@@ -31,7 +31,7 @@ class Base:
 
 base = open(sys.argv[1], "rb").read()
 kind = sys.argv[2]
-d = Decoder(4096, Base(base), len(base))
+d = Decoder(4096, 12, Base(base), len(base))
 out = open(sys.argv[4], "wb")
 results = []
 for line in open(sys.argv[3]):
@@ -138,3 +138,12 @@ def test_deflate_bomb_and_short_stream_are_refused(tmp_path):
     got, out = _decode(tmp_path, b"", "deflate", cases, [PIECE] * 3)
     assert got["results"] == ["bad_patch"] * 3
     assert out == b""
+
+
+def test_no_chunk_is_larger_than_its_piece_plus_slack():
+    r = random.Random(11)
+    base = bytes(r.getrandbits(8) for _ in range(20_000))
+    new = bytes(r.getrandbits(8) for _ in range(30_000))  # nothing in common: all extra bytes
+    for chunks in (encodings.delta_chunks(base, new), encodings.deflate_chunks(new)):
+        assert max(map(len, chunks)) <= PIECE + encodings.SLACK
+    assert encodings.apply_delta(base, encodings.delta_chunks(base, new)) == new
