@@ -46,7 +46,7 @@ def test_publish_uploads_chunks_then_manifests_with_progress(mosquitto, tmp_path
 def test_publish_refuses_an_image_the_manifest_does_not_sign(mosquitto, tmp_path, capsys):
     mq = mosquitto()
     image = os.urandom(5000)
-    manifest, app = files(tmp_path, image[:-1] + b"!", make_release(image))
+    manifest, app = files(tmp_path, image[:-1] + bytes([image[-1] ^ 1]), make_release(image))
     assert main(["publish", manifest, app, "--fleet", "f", "--broker", "127.0.0.1:%d" % mq.port]) == 2
     assert "does not match the manifest" in capsys.readouterr().err
     assert everything(mq) == {}
