@@ -14,7 +14,7 @@ $(STAMP): requirements-dev.txt pyproject.toml
 	touch $@
 
 setup: $(STAMP)
-	tools/ensure-mosquitto.sh
+	tools/ensure-brokers.sh
 
 test: setup
 	$(BIN)/pytest -q tests/host tests/device --virtual --allow-reboot

@@ -41,7 +41,7 @@ class LocalBroker:
         self.pki = pki if pki or not self.tls else PKI(self.dir / "pki")
         self.log_path = self.dir / "mosquitto.log"
         self.proc = None
-        lines = ["listener %d %s" % (self.port, self.host)]
+        lines = ["listener %d %s" % (self.port, self.host), "set_tcp_nodelay true"]
         anonymous = not users and not require_certificate
         lines.append("allow_anonymous %s" % ("true" if anonymous else "false"))
         if self.tls:

@@ -68,6 +68,7 @@ class Service:
         trial.feed()
         self.fresh.watch()
         complete = self.transport.poll(timeout_ms)
+        trial.link(self.transport.connected)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))
         if complete:

@@ -1,5 +1,5 @@
-"""Device side of docs/PROTOCOL.md: choose the winning manifest, pull chunks through a small
-window of retained-topic subscriptions, publish status.
+"""Device side of docs/PROTOCOL.md: choose the winning manifest, pull chunks through a bounded,
+adapting window of retained-topic subscriptions, publish status.
 
 Own connection (`ota.mqtt.MQTTClient`):
 
@@ -7,6 +7,10 @@ Own connection (`ota.mqtt.MQTTClient`):
     while True:
         if t.poll(1000):           # connects, reconnects with backoff, fetches; True: all chunks in
             updater.finish()       # then install() when permitted
+
+`poll(timeout_ms)` returns within its budget whatever the broker does (see `ota.mqtt`); each
+round's acknowledgements, unsubscriptions, subscriptions and status reports go out in one write
+and nothing waits for an acknowledgement.
 
 Lent connection (`ota.adapter`): the application calls `t.on_connect()` after each connection,
 passes messages to `t.on_message(topic, msg)` and calls `t.tick()` from its loop.
@@ -24,12 +28,19 @@ from micropython import const
 
 from ota.errors import FormatError, OTAError
 
-WINDOW = const(4)  # chunk topics subscribed at once: all the broker ever holds for this device
+WINDOW = const(16)  # most chunk topics subscribed at once: all the broker ever holds for this device
+FIRST_WINDOW = const(4)  # the window after each connection; one more per chunk on time, halved when late
 CHUNK_TIMEOUT_MS = const(5000)  # then the chunk is requested again
 STALLS = const(3)  # rounds of late chunks before the link is declared dead
+SETTLE_MS = const(30000)  # a connection up this long was useful: the reconnect backoff starts over
+STRIKES = const(3)  # failed downloads or refused chunks of one release, then it is given up
+HOLD_MS = const(10000)  # pause after a release's first strike; doubles with each further strike
+_TOPICS_PER_PACKET = const(8)  # topics in one (UN)SUBSCRIBE: AWS IoT Core's limit
 _MAX_BACKOFF_SHIFT = const(4)
 _MAX_PENDING = const(16)
 _MAX_NOTE = const(200)  # a rollout note is a few dozen bytes; anything longer is ignored
+_CONNACK = const(0x20)
+_SUBACK = const(0x90)
 
 _LEVELS = ("fleet", "group", "device")
 _FALL_BACK = ("no_timestamp", "stale", "replayed", "wrong_level", "mismatch")  # freshness refusals of one level
@@ -52,9 +63,24 @@ def _note(msg):
         return None
 
 
+def chunk_index(tail):
+    """The chunk index a topic tail names: 1 to 5 ASCII digits, no sign, space or leading zero
+    (the publisher's exact spelling); -1 for anything else."""
+    n = len(tail)
+    if not 0 < n <= 5 or (tail[0] == 0x30 and n > 1):
+        return -1
+    value = 0
+    for c in tail:
+        if not 0x30 <= c <= 0x39:
+            return -1
+        value = value * 10 + c - 0x30
+    return value
+
+
 class Transport:
     """One device's OTA conversation over MQTT. `link` has `publish(topic, msg, retain, qos)`,
-    `subscribe(topic, qos)` and `unsubscribe(topic)`; with `poll()` it must be an MQTTClient."""
+    `subscribe(topic, qos)` and `unsubscribe(topic)`; with `poll()` it must be an MQTTClient.
+    `window` bounds the chunk subscriptions (so what the broker queues for the device)."""
 
     def __init__(self, link, updater, device, fleet, group=None, root="ota", window=WINDOW,
                  chunk_timeout_ms=CHUNK_TIMEOUT_MS, events=None, backoff=None):
@@ -71,7 +97,8 @@ class Transport:
         self.last_kind = None  # the last event reported, for the retained state
         self.fw = (root + "/fw/").encode()
         self.status = root + "/status/" + device + "/"
-        self.window = window
+        self.max_window = max(1, window)
+        self.window = min(FIRST_WINDOW, self.max_window)
         self.chunk_timeout_ms = chunk_timeout_ms
         self.backoff = backoff
         self.blobs: list = [None, None, None]
@@ -86,6 +113,14 @@ class Transport:
         self.connected = False
         self.own = False
         self.retry_at = None
+        self.up_at = time.ticks_ms()  # of the last CONNACK
+        self.settled = True  # the backoff was reset for this connection (or there is none)
+        self.must = 0  # packet id of the manifest SUBSCRIBE: refusing it fails the connection
+        self.strike_id = None  # the release the strikes are about
+        self.strikes = 0
+        self.hold_until = time.ticks_ms()
+        self.pipe = hasattr(link, "queue_publish")  # ota.mqtt: pipelined, else one call at a time
+        self.opened = False  # poll() opened the link (the CONNACK may still be on its way)
         buf = getattr(link, "buf", None)
         self.max_chunk = len(buf) if buf is not None else None  # None: the lent client's limit is unknown
         self._listener = self._on_event  # one bound method, so that forget() finds it
@@ -97,6 +132,32 @@ class Transport:
         if group:
             topics[1] = (base + "/group/" + _name(group, "group")).encode()
         return topics
+
+    # --- the link: pipelined on an ota.mqtt client, one waiting call at a time on others ---
+    def _publish(self, topic, msg, retain):
+        if self.pipe:
+            self.link.queue_publish(topic, msg, retain, 1)
+        else:
+            self.link.publish(topic, msg, retain, 1)
+
+    def _subscribe(self, topics):
+        """Returns the packet id of the (last) SUBSCRIBE on our own client."""
+        pid = 0
+        if self.pipe:
+            for i in range(0, len(topics), _TOPICS_PER_PACKET):
+                pid = self.link.queue_subscribe(topics[i:i + _TOPICS_PER_PACKET], 1)
+        else:
+            for topic in topics:
+                self.link.subscribe(topic, 1)
+        return pid
+
+    def _unsubscribe(self, topics):
+        if self.pipe:
+            for i in range(0, len(topics), _TOPICS_PER_PACKET):
+                self.link.queue_unsubscribe(topics[i:i + _TOPICS_PER_PACKET])
+        else:
+            for topic in topics:
+                self.link.unsubscribe(topic)
 
     # --- status ---
     def rollout(self, release):
@@ -117,6 +178,8 @@ class Transport:
         if kind == "confirmed":
             self.offered = None  # a release refused during the trial may be taken now
             self.dirty = True
+        elif kind == "rejected" and fields.get("reason") in ("bad_digest", "invalid_image"):
+            self._strike(fields.get("release"))  # the download is thrown away: wait before the next
         if len(self.pending) >= _MAX_PENDING:
             self.pending.pop(0)
         self.pending.append((kind, fields))
@@ -126,7 +189,7 @@ class Transport:
         state["device"] = self.device
         state["rollout"] = self.rollout(state.get("release"))
         state["event"] = self.last_kind
-        self.link.publish(self.status + "state", json.dumps(state), True, 1)
+        self._publish(self.status + "state", json.dumps(state), True)
 
     def _flush_status(self):
         if not self.pending:
@@ -140,7 +203,7 @@ class Transport:
                 text = json.dumps(event)
             except (TypeError, ValueError):  # a field JSON cannot carry: report the step anyway
                 text = json.dumps({"kind": kind})
-            self.link.publish(self.status + "event", text, False, 1)
+            self._publish(self.status + "event", text, False)
             self.pending.pop(0)
             self.last_kind = kind
         self._publish_state()
@@ -156,52 +219,73 @@ class Transport:
         self.offered = None
         self.blobs = [None, None, None]
         self.notes = [None, None, None]
-        self.link.publish(self.status + "online", b"1", True, 1)
+        self.window = min(FIRST_WINDOW, self.max_window)
+        self._publish(self.status + "online", b"1", True)
         self._publish_state()
-        # Notes first: their retained messages are in before the manifests' SUBACKs, so the
-        # first report about a release already names its rollout.
-        for topic in self.note_topics:
-            if topic:
+        # Notes first: their retained messages are in before the manifests, so the first report
+        # about a release already names its rollout. A broker whose ACL has no rollout notes
+        # refuses them: that costs the rollout ids and nothing else.
+        notes = [t for t in self.note_topics if t]
+        if self.pipe:
+            self._subscribe(notes)
+        else:
+            for topic in notes:
                 try:
                     self.link.subscribe(topic, 1)
-                except OTAError as exc:  # a broker whose ACL has no rollout notes: no rollout ids
+                except OTAError as exc:
                     if exc.reason != "sub_refused":
                         raise
-        for topic in self.topics:
-            if topic:
-                self.link.subscribe(topic, 1)
+        self.must = self._subscribe([t for t in self.topics if t])
 
     def on_disconnect(self):
         self.connected = False
 
     def start(self):
-        """Own-client mode: install the callback and last will; `poll()` connects."""
+        """Own-client mode: install the callbacks and last will; `poll()` connects."""
         self.own = True
-        self.link.set_callback(self.on_message)
-        self.link.set_last_will(*self.last_will())
+        link = self.link
+        link.set_callback(self.on_message)
+        if self.pipe:
+            link.set_oversize_callback(self._on_oversize)
+            link.set_ack_callback(self._on_ack)
+        link.set_last_will(*self.last_will())
 
     def poll(self, timeout_ms=100):
         """Own-client mode: connect if needed (one attempt, then backoff), handle incoming
-        messages for up to `timeout_ms`, do the protocol's work. True once every chunk is in."""
+        messages and do the protocol's work for `timeout_ms`, returning within that budget
+        (plus one socket connect when one is due). True once every chunk is in."""
         if not self.own:
             self.start()
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
-            if not self.connected:
-                if not self._connect(timeout_ms):
-                    return False
-            if self.tick():
-                return True
-            # Chunks often arrive while subscribe() waits for its SUBACK: then there is work
-            # to do at once and no reason to wait.
-            self.link.wait_msg(0 if self.received else timeout_ms)
-            while self.link.check_msg() is not None:
-                pass
-            return self.tick()
+            if not self.opened and not self._open(timeout_ms):
+                return False
+            while True:
+                self._receive(deadline)
+                done = self.tick()
+                if self.pipe:
+                    self.link.flush()
+                if done or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                    return done
         except (OSError, OTAError):
-            self.connected = False
+            self.connected = self.opened = False
             self.link.close()
             self.retry_at = time.ticks_add(time.ticks_ms(), self._backoff().next_ms())
             return False
+
+    def _receive(self, deadline):
+        """Wait for the next packet until `deadline`, then take everything already there."""
+        link = self.link
+        op = link.wait_msg(max(0, time.ticks_diff(deadline, time.ticks_ms())))
+        while op is not None:
+            if op == _CONNACK:
+                self._up()
+            if time.ticks_diff(deadline, time.ticks_ms()) < 0:
+                break
+            op = link.check_msg()
+        if not self.settled and time.ticks_diff(time.ticks_ms(), self.up_at) >= SETTLE_MS:
+            self.settled = True
+            self._backoff().reset()
 
     def _backoff(self):
         if self.backoff is None:
@@ -210,17 +294,32 @@ class Transport:
             self.backoff = Backoff()
         return self.backoff
 
-    def _connect(self, timeout_ms):
+    def _open(self, timeout_ms):
         if self.retry_at is not None:
             wait = time.ticks_diff(self.retry_at, time.ticks_ms())
             if wait > 0:
                 time.sleep_ms(min(wait, timeout_ms))
                 return False
-        self.link.connect()
         self.retry_at = None
-        self._backoff().reset()
-        self.on_connect()
+        self.connected = False
+        self.opened = True
+        if self.pipe:
+            self.link.open()  # the CONNACK comes through poll's receive loop
+        else:
+            self.link.connect()
+            self._up()
         return True
+
+    def _up(self):
+        self.up_at = time.ticks_ms()
+        self.settled = False
+        self.on_connect()
+
+    def _on_ack(self, kind, pid, granted):
+        if kind == _SUBACK and not granted and pid == self.must:
+            from ota.mqtt import MQTTError
+
+            raise MQTTError("sub_refused", "manifest topics")
 
     def stop(self):
         """Stop reporting; in own-client mode also say goodbye (`online` = 0) and close."""
@@ -230,11 +329,11 @@ class Transport:
             return
         if self.connected:
             try:
-                self.link.publish(self.status + "online", b"0", True, 1)
+                self._publish(self.status + "online", b"0", True)
                 self.link.disconnect()
             except (OSError, OTAError):
                 self.link.close()
-        self.connected = False
+        self.connected = self.opened = False
 
     # --- messages (callback context: no network calls) ---
     def on_message(self, topic, msg):
@@ -258,21 +357,57 @@ class Transport:
         return topic.startswith(self.fw)  # a chunk of a release no longer fetched
 
     def _on_chunk(self, tail, msg):
-        try:
-            index = int(tail)
-        except ValueError:
+        index = chunk_index(tail)
+        if index < 0:
             return
+        if not len(msg):  # pruned while we asked for it
+            self._arrived(index)
+            return
+        try:
+            self.u.write_chunk(index, msg)
+        except OTAError as exc:
+            # Never asked again at once: the release pauses (a broker that keeps sending a bad
+            # chunk must not get a request per round). A round's bad chunks are one strike.
+            release = self.manifest and self.manifest.id
+            self._on_event("chunk_refused", {"release": release, "index": index, "reason": exc.reason})
+            if not self._held():
+                self._strike(release)
+            return
+        self._arrived(index)
+        self.stalls = 0
+
+    def _arrived(self, index):
         if index in self.wanted:
             del self.wanted[index]
             self.received.append(index)
-        if not len(msg):
-            return  # pruned while we asked for it
-        try:
-            self.u.write_chunk(index, msg)
-            self.stalls = 0
-        except OTAError as exc:
+            if self.window < self.max_window:
+                self.window += 1
+
+    def _on_oversize(self, topic, size):
+        """A chunk too big for the receive buffer was thrown away: the broker holds a bad one."""
+        if topic and self.prefix and topic.startswith(self.prefix):
             release = self.manifest and self.manifest.id
-            self._on_event("chunk_refused", {"release": release, "index": index, "reason": exc.reason})
+            self._on_event("chunk_refused", {"release": release, "index": chunk_index(topic[len(self.prefix):]),
+                                             "reason": "bad_chunk"})
+            if not self._held():
+                self._strike(release)
+
+    def _strike(self, release):
+        """One more failure that the release's data caused: pause it, longer each time, and
+        give it up after STRIKES (until its manifest changes or the device restarts)."""
+        if release is None:
+            return
+        if release != self.strike_id:
+            self.strike_id, self.strikes = release, 0
+        self.strikes += 1
+        self.hold_until = time.ticks_add(time.ticks_ms(), HOLD_MS << (self.strikes - 1))
+        if self.strikes == STRIKES:
+            self.events.emit("rejected", release=release, reason="retry_limit")
+
+    def _held(self):
+        if self.manifest is None or self.manifest.id != self.strike_id:
+            return False
+        return self.strikes >= STRIKES or time.ticks_diff(self.hold_until, time.ticks_ms()) > 0
 
     # --- the protocol's work, outside callbacks ---
     def tick(self):
@@ -282,8 +417,8 @@ class Transport:
             return False
         self._flush_status()
         done, self.received = self.received, []
-        for index in done:  # before _choose(), which may move on to another release's topics
-            self.link.unsubscribe(self._chunk_topic(index))
+        if done:  # before _choose(), which may move on to another release's topics
+            self._unsubscribe([self._chunk_topic(i) for i in done])
         self._choose()
         if self.manifest is None:
             return False
@@ -291,14 +426,24 @@ class Transport:
             self._drop_window()
             self._flush_status()
             return True
+        if self._held():
+            self._drop_window()
+            return False
         self._retry_late()
-        if len(self.wanted) < self.window:
-            for index in self.u.missing(self.window + len(self.wanted)):
-                if len(self.wanted) >= self.window:
-                    break
-                if index not in self.wanted:
-                    self._request(index)
+        self._fill_window()
         return False
+
+    def _fill_window(self):
+        room = self.window - len(self.wanted)
+        if room <= 0:
+            return
+        new = []
+        for index in self.u.missing(self.window + len(self.wanted)):
+            if index not in self.wanted:
+                new.append(index)
+                if len(new) >= room:
+                    break
+        self._request(new)
 
     def _winner(self):
         for level in (2, 1, 0):
@@ -352,10 +497,14 @@ class Transport:
     def _chunk_topic(self, index):
         return self.prefix + str(index).encode()
 
-    def _request(self, index):
-        # Marked first: the chunk may arrive while subscribe() waits for its SUBACK.
-        self.wanted[index] = time.ticks_ms()
-        self.link.subscribe(self._chunk_topic(index), 1)
+    def _request(self, indices):
+        if not indices:
+            return
+        # Marked first: a chunk may arrive while a lent client's subscribe() waits for its SUBACK.
+        now = time.ticks_ms()
+        for index in indices:
+            self.wanted[index] = now
+        self._subscribe([self._chunk_topic(i) for i in indices])
 
     def _retry_late(self):
         now = time.ticks_ms()
@@ -364,15 +513,14 @@ class Transport:
         if not late:
             return
         self.stalls += 1
+        self.window = max(1, self.window // 2)
         if self.own and self.stalls >= STALLS:
             from ota.mqtt import MQTTError
 
             raise MQTTError("timeout", "no chunks")
-        for index in late:
-            self._request(index)  # a new SUBSCRIBE makes the broker resend the retained chunk
+        self._request(late)  # a new SUBSCRIBE makes the broker resend the retained chunk
 
     def _drop_window(self):
-        if self.prefix and self.connected:
-            for index in list(self.wanted):
-                self.link.unsubscribe(self._chunk_topic(index))
+        if self.prefix and self.connected and self.wanted:
+            self._unsubscribe([self._chunk_topic(i) for i in self.wanted])
         self.wanted = {}

@@ -21,8 +21,12 @@ _CAUSES = {
     machine.PWRON_RESET: "power_loss",
 }
 
+UNREACHABLE_TRIES = 3  # trials of one release that may end without reaching the broker
+_UNREACHED = "unreached"  # {"release", "tries"}: such trials so far
+
 _wdt = None
 _deadline = None  # set while on trial, cleared by confirmation
+_link = None  # on trial: None (no network used yet), False (tried, never reached), True (reached)
 
 
 def _pending():
@@ -39,6 +43,11 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     slot = running.info()[4]
     pending = _pending()
     if otadata.running_state() == otadata.PENDING_VERIFY:
+        if pending is not None and not pending.get("tried"):
+            # Marked, because otadata cannot tell a second failed trial of the same slot from an
+            # unfinished set_boot(): ESP-IDF gives the new entry the seq the aborted one had.
+            pending["tried"] = True
+            store.write_json(store.PENDING, pending)
         _wdt = machine.WDT(timeout=wdt_ms)
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
         events.emit("trial", release=pending and pending["release"], target=version, version=version, slot=slot, progress=100)
@@ -50,9 +59,9 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
         _confirmed(pending)  # confirmed, but the power went before the books were closed
         return False
     seq, state = otadata.newest(pending["slot"])
-    if seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID):
+    if pending.get("tried") or (seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID)):
         reason = pending.get("reason") or _CAUSES.get(machine.reset_cause(), "reset")
-        if reason != "power_loss":
+        if reason != "power_loss" and not (reason == "unreachable" and _retry(pending["release"])):
             # The firmware failed: never again. A power loss is not its fault: the verified
             # download is still in the slot, and the updater installs it again.
             history.failed(pending["release"])
@@ -61,6 +70,24 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     # else set_boot() never completed: the download is still whole, the updater finishes it again
     store.remove(store.PENDING)
     return False
+
+
+def _retry(release):
+    """A trial that never reached the broker failed for the network's sake: the release is
+    installed again, up to UNREACHABLE_TRIES trials; after that the firmware itself is suspect
+    (its network code may be what fails)."""
+    seen = store.read_json(_UNREACHED) or {}
+    tries = (seen.get("tries", 0) if seen.get("release") == release else 0) + 1
+    store.write_json(_UNREACHED, {"release": release, "tries": tries})
+    return tries < UNREACHABLE_TRIES
+
+
+def link(up):
+    """The service says whether it is connected to its broker; on trial, a confirmation
+    deadline missed without ever reaching it fails as `unreachable`, not `confirm_timeout`."""
+    global _link
+    if _deadline is not None and _link is not True:
+        _link = bool(up)
 
 
 def in_trial():
@@ -73,7 +100,7 @@ def feed():
     if _wdt is None:
         return
     if _deadline is not None and time.ticks_diff(time.ticks_ms(), _deadline) > 0:
-        _fail("confirm_timeout")
+        _fail("unreachable" if _link is False else "confirm_timeout")
     _wdt.feed()
 
 
@@ -109,6 +136,7 @@ def _confirmed(pending):
     Progress.clear()
     store.remove(store.MANIFEST)
     store.remove(store.PENDING)
+    store.remove(_UNREACHED)
     events.emit("confirmed", release=release, version=app_version(running), slot=running.info()[4], reason=None)
 
 

@@ -17,23 +17,26 @@ APPS = {"main.py": "main.py", "mqtt_app.py": "boards/unix/sim_main.py"}  # app n
 
 
 class Fleet:
-    """A broker, a signing key, and simulated boards that trust it."""
+    """A broker, a signing key, and simulated boards that trust it. `root` is the first topic
+    level of every OTA topic (tests sharing one broker keep apart by it)."""
 
-    def __init__(self, tmp_path, broker, sim_device, fleet="demo"):
+    def __init__(self, tmp_path, broker, sim_device, fleet="demo", root=host_broker.DEFAULT_ROOT):
         self.tmp = tmp_path
         self.broker = broker
         self.sim_device = sim_device
         self.fleet = fleet
+        self.root = root
         self.signer = Signer(tmp_path / "keys")
         self.boards = {}
 
     def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize=os.environ.get("OTA_E2E_HEAP", "240K"), extra=None, ca=None, cert=None,
-              app="main.py"):
-        """A board with firmware 1.0.0; `app` is the project's main.py or a test app's file name."""
+              app="main.py", port=None):
+        """A board with firmware 1.0.0; `app` is the project's main.py or a test app's file name;
+        `port`: connect there (a relay) instead of to the broker's own port."""
         old = self.signer.release("1.0.0", {"fw": firmware})[1]
         device = self.sim_device(old, heapsize=heapsize)
         install_mpy(device.fs / "lib")
-        broker_cfg = {"host": self.broker.host, "port": self.broker.port, "tls": self.broker.tls,
+        broker_cfg = {"host": self.broker.host, "port": port or self.broker.port, "tls": self.broker.tls,
                       "server_hostname": "localhost", "keepalive": 10}
         files = {"boot.py": (ROOT / "boot.py").read_text(), "main.py": (ROOT / APPS.get(app, "tests/host/apps/" + app)).read_text(),
                  ".ota/trust.bin": self.signer.trust.read_bytes()}
@@ -44,7 +47,7 @@ class Fleet:
                 broker_cfg.update({"cert": "certs/device.der", "key": "certs/device.key.der"})
                 files["certs/device.der"] = cert["cert_der"]
                 files["certs/device.key.der"] = cert["key_der"]
-        cfg = {"device_id": device_id, "fleet": self.fleet, "group": group, "broker": broker_cfg,
+        cfg = {"device_id": device_id, "fleet": self.fleet, "group": group, "root": self.root, "broker": broker_cfg,
                "wdt_ms": 5000, "confirm_within_ms": 60000}
         cfg.update(extra or {})
         files["ota_config.json"] = json.dumps(cfg)
@@ -61,16 +64,22 @@ class Fleet:
         (self.tmp / "release.sig").write_bytes(blob)
         (self.tmp / "release.bin").write_bytes(image)
         cmd = [sys.executable, "-m", "tools", "publish", str(self.tmp / "release.sig"), str(self.tmp / "release.bin"),
-               "--fleet", self.fleet, "--broker", "%s:%d" % (self.broker.host, self.broker.port), "--quiet"]
+               "--fleet", self.fleet, "--broker", "%s:%d" % (self.broker.host, self.broker.port), "--quiet",
+               "--root", self.root]
         cmd += list(target)
         if self.broker.tls:
             cmd += ["--cafile", str(self.broker.pki.ca_file)]
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
     def states(self):
+        """The retained state of every board, read topic by topic: brokers such as RabbitMQ send
+        no retained messages to wildcard subscriptions."""
+        topics = [host_broker.status_topic(self.root, d, leaf) for d in self.boards for leaf in ("state", "online")]
+        if not topics:
+            return {}
         with self.connection() as conn:
-            msgs = conn.retained(["ota/status/+/state", "ota/status/+/online"], settle=0.3)
-        return fleet_status(msgs.items())
+            msgs = conn.retained(topics, settle=0.3, want=topics)
+        return fleet_status(msgs.items(), self.root)
 
     def wait_state(self, predicate, timeout=120):
         """Poll the retained states until `predicate(states)` holds; returns the states."""

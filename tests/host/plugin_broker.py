@@ -1,7 +1,9 @@
-"""Real mosquitto brokers for tests: `mosquitto(...)` starts one on a free 127.0.0.1 port with a
-generated config (plain or TLS, passwords, ACL, persistence) and stops it after the test.
+"""Real brokers for tests: `mosquitto(...)` starts one on a free 127.0.0.1 port with a generated
+config (plain or TLS, passwords, ACL, persistence) and stops it after the test; `rabbitmq(tls)`
+is a listener of one RabbitMQ node (MQTT plugin) shared by the session, started on first use on
+free ports with its data under the session's tmp folder, and stopped at the end.
 
-A missing mosquitto is a failure, never a skip: the MQTT tests mean nothing without a broker."""
+A missing broker is a failure, never a skip: the MQTT tests mean nothing without one."""
 import os
 import socket
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tools.localbroker import LocalBroker
+from tools.localrabbit import RabbitNode
 
 
 @pytest.fixture
@@ -27,14 +30,42 @@ def mosquitto(tmp_path):
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_node(tmp_path_factory):
+    """One RabbitMQ node for the session (it takes seconds to boot); tests that share it keep
+    apart by topic root. Stopped, with its epmd, when the session ends."""
+    node = RabbitNode(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        yield node.start()
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def rabbitmq(rabbitmq_node):
+    """Factory: `rabbitmq(tls=...)` -> the shared node's plain or TLS MQTT listener, with
+    LocalBroker's attributes (host, port, tls, pki, restart(), dropped_lines()). Persistent:
+    RabbitMQ keeps retained messages on disk (its DETS store)."""
+    def endpoint(tls=False):
+        if not rabbitmq_node.running:  # a test stopped it and failed before starting it again
+            rabbitmq_node.start()
+        return rabbitmq_node.endpoint(tls)
+
+    return endpoint
+
+
 class Proxy:
     """A TCP relay in front of a broker whose links the test can cut (`drop()`), to show what a
-    device does when its network goes away while the broker stays up."""
+    device does when its network goes away while the broker stays up. It counts the bytes the
+    broker sent through it (`down`), whatever the broker, and can pace them (`rate`, bytes/s) so
+    that a test can interrupt a transfer midway however fast the device is."""
 
-    def __init__(self, port):
+    def __init__(self, port, rate=None):
         import threading
 
         self.target = port
+        self.rate = rate
+        self.down = 0
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.bind(("127.0.0.1", 0))
@@ -60,16 +91,22 @@ class Proxy:
                 continue
             with self.lock:
                 self.links += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, count in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(a, b, count), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst, count):
+        import time
+
         try:
             while True:
-                data = src.recv(65536)
+                data = src.recv(65536 if self.rate is None else 4096)
                 if not data:
                     break
+                if count:
+                    with self.lock:
+                        self.down += len(data)
+                    if self.rate:
+                        time.sleep(len(data) / self.rate)
                 dst.sendall(data)
         except OSError:
             pass
@@ -99,11 +136,11 @@ class Proxy:
 
 @pytest.fixture
 def tcp_proxy():
-    """Factory: `tcp_proxy(broker.port)` -> Proxy; closed after the test."""
+    """Factory: `tcp_proxy(broker.port, rate=None)` -> Proxy; closed after the test."""
     proxies = []
 
-    def make(port):
-        proxies.append(Proxy(port))
+    def make(port, rate=None):
+        proxies.append(Proxy(port, rate))
         return proxies[-1]
 
     yield make

@@ -1,16 +1,35 @@
-"""End to end over a real mosquitto with TLS: the project's boot.py and main.py on simulated
-boards, `mpota publish` on the host. The release travels main.py → ota.service → MQTT → slot →
-trial boot → confirm, and the retained state says so."""
+"""End to end over real brokers: the project's boot.py and main.py on simulated boards,
+`mpota publish` on the host. The release travels main.py → ota.service → MQTT → slot → trial
+boot → confirm, and the retained state says so.
+
+Each test runs against mosquitto with TLS, and against RabbitMQ's MQTT plugin with TLS and
+without: the protocol must not depend on one broker's ways. RabbitMQ runs with a smaller image
+(its node is shared by the session; each test has its own topic root)."""
+import re
+import zlib
+
 import pytest
 
 from e2e_env import Fleet
 from pipeline_env import FW_HEALTHY, FW_UNHEALTHY
 from releases import SLOT_SIZE, release_id
+from mpunix import LIB
+
+BROKERS = ["mosquitto-tls", "rabbitmq-tls", "rabbitmq-plain"]
+WINDOW = int(re.search(r"^WINDOW = const\((\d+)\)", (LIB / "ota" / "transport.py").read_text(), re.M).group(1))
 
 
-@pytest.fixture
-def fleet(tmp_path, mosquitto, sim_device):
-    return Fleet(tmp_path, mosquitto(tls=True, persistence=True), sim_device)
+@pytest.fixture(params=BROKERS)
+def fleet(request, tmp_path, sim_device):
+    kind, mode = request.param.split("-")
+    if kind == "mosquitto":
+        fleet = Fleet(tmp_path, request.getfixturevalue("mosquitto")(tls=True, persistence=True), sim_device)
+        fleet.image_size = SLOT_SIZE
+    else:
+        root = "t%08x" % zlib.crc32(request.node.nodeid.encode())
+        fleet = Fleet(tmp_path, request.getfixturevalue("rabbitmq")(tls=mode == "tls"), sim_device, root=root)
+        fleet.image_size = 256 * 1024
+    return fleet
 
 
 def confirmed(device, version):
@@ -21,12 +40,12 @@ def test_full_slot_image_installs_reboots_reconnects_confirms(fleet):
     board = fleet.board("dev-1")
     board.start()
     fleet.wait_state(lambda s: "dev-1" in s and s["dev-1"].get("version") == "1.0.0")
-    blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=SLOT_SIZE)
+    blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=fleet.image_size)
     assert fleet.publish(blob, image).returncode == 0
     states = fleet.wait_state(confirmed("dev-1", "2.0.0"), timeout=240)
     assert states["dev-1"]["online"] is True and states["dev-1"]["release"] == release_id(blob)
     assert states["dev-1"]["slot"] == "ota_1"
-    assert board.read_partition("ota_1") == image
+    assert board.read_partition("ota_1")[:len(image)] == image
     versions = [b["version"] for b in board.boot_log()]
     assert versions[:2] == ["1.0.0", "2.0.0"] and board.boot_log()[1]["state"] == "PENDING_VERIFY"
     assert not fleet.broker.dropped_lines()
@@ -49,33 +68,31 @@ def test_release_that_fails_its_health_check_rolls_back_and_is_reported(fleet):
     assert [b["version"] for b in board.boot_log()][:3] == ["1.0.0", "2.0.0", "1.0.0"]
 
 
-def chunk_sends(log, device, release):
-    """How many chunk messages of `release` the broker sent to `device`, from its log."""
-    marker = "Sending PUBLISH to %s " % device
-    return sum(1 for line in log.splitlines() if marker in line and "'ota/fw/%s/" % release in line)
-
-
 def downloading(device, at_least):
     return lambda s: (s.get(device) or {}).get("state") == "downloading" and s[device].get("progress", 0) >= at_least
 
 
-def test_broker_restart_and_device_power_cut_mid_transfer_resume(fleet):
-    board = fleet.board("dev-3")
-    board.start()
-    blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=SLOT_SIZE)
-    rid = release_id(blob)
+def test_broker_restart_and_device_power_cut_mid_transfer_resume(fleet, tcp_proxy):
+    # The board's link goes through a relay that counts what the broker sends it (any broker)
+    # and paces it, so that the interruptions land mid-transfer however fast the device is.
+    blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=fleet.image_size)
     chunks = len(image) // 4096
+    relay = tcp_proxy(fleet.broker.port, rate=len(image) / 8)
+    board = fleet.board("dev-3", port=relay.port)
+    board.start()
+    fleet.wait_state(lambda s: (s.get("dev-3") or {}).get("version") == "1.0.0")
     assert fleet.publish(blob, image).returncode == 0
     fleet.wait_state(downloading("dev-3", 20), timeout=120)
-    fleet.broker.restart(pause=0.3)  # persistence keeps the retained release
+    fleet.broker.restart(pause=0.3)  # the broker keeps the retained release on disk
     fleet.wait_state(downloading("dev-3", 50), timeout=120)
     board.power_cut()
     board.start()
     fleet.wait_state(confirmed("dev-3", "2.0.0"), timeout=240)
-    assert board.read_partition("ota_1") == image
-    log = fleet.broker.log_text()
-    sent = chunk_sends(log, "dev-3", rid)
+    assert board.read_partition("ota_1")[:len(image)] == image
     # Each interruption costs at most the window in flight and the chunks since the last saved
-    # progress record: nothing near a second full download.
-    assert chunks <= sent <= chunks + 2 * (4 + 8) + 8, "%d chunk messages for %d chunks" % (sent, chunks)
+    # progress record: nothing near a second full download. Per chunk, MQTT and TLS framing
+    # add well under 256 bytes; manifests, acks and handshakes of a few connections well under
+    # 64 KiB.
+    resent = 2 * (WINDOW + 8) + 8
+    assert relay.down <= (chunks + resent) * (4096 + 256) + 64 * 1024, "%d bytes for %d" % (relay.down, len(image))
     assert not fleet.broker.dropped_lines()

@@ -59,12 +59,12 @@ p = MQTTClient("pub", "127.0.0.1", %d)
 p.connect()
 chunk = b"x" * 1000
 # a 100 KB message, bigger than this whole heap, sent in pieces by a second client
-p._send_header(0x32, 2 + 5 + 2 + 100000)
-p._send_str(b"t/big")
-p._send(b"\\x00\\x07")
-p._flush()
+p._header(0x32, 2 + 5 + 2 + 100000)
+p._str(b"t/big")
+p._u16(7)
 for i in range(100):
-    p._write(chunk)
+    p._put(chunk)
+p._drain()
 p.publish("t/small", b"fits", qos=1)
 while not got:
     c.wait_msg(2000)

@@ -1,0 +1,110 @@
+"""What the benches share: a signing key and releases, mosquitto brokers with `$SYS` counters,
+and a simulated ESP32 staged as `mpota provision` stages a real one (the `ota` package as
+`.mpy`, config, trust file, CA), whose code runs under the MicroPython unix port either bare
+(one process, the simulated flash but no supervisor: `run_bare`) or under the simulator's
+supervisor with its boot loop, watchdog and resets (`start_supervised`)."""
+import os
+import queue
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in (ROOT, ROOT / "boards" / "unix"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from simhost import PARTITIONS, supervisor  # noqa: E402
+from tools import broker as host_broker  # noqa: E402
+from tools import fwimage, provision, signing  # noqa: E402
+from tools.localbroker import LocalBroker  # noqa: E402
+
+BOARD = "esp32-generic"
+FLEET = "bench"
+SLOT_SIZE = 0x180000  # 1.5 MiB: a whole OTA slot of the 4 MiB ESP32 table
+MICROPYTHON = Path(sys.executable).parent / "micropython"
+SIM_MODULES = ROOT / "boards" / "unix" / "modules"
+
+
+class Signer:
+    def __init__(self):
+        self.key = signing.generate_key()
+        self.trust = signing.trust_file_bytes([self.key.public_key()])
+
+    def release(self, version, counter, size=SLOT_SIZE, chunk_size=4096, firmware=fwimage.FW_HEALTHY):
+        """(signed manifest blob, image) of a firmware image of `size` bytes."""
+        image = fwimage.build_image(version, {"fw": firmware}, size=size)
+        tbs = signing.build_manifest(image, board=BOARD, version=version, counter=counter, chunk_size=chunk_size,
+                                     key_id=self.key.public_key())
+        return signing.sign(tbs, self.key), image
+
+
+def start_broker(folder, tls):
+    """A mosquitto on a free port that updates its `$SYS` counters every second."""
+    return LocalBroker(folder, tls=tls, extra=["sys_interval 1"]).start()
+
+
+def connection(broker):
+    kw = {"cafile": str(broker.pki.ca_file)} if broker.tls else {}
+    return host_broker.Connection(broker.host, broker.port, timeout=30, **kw)
+
+
+class SysCounter:
+    """mosquitto's `$SYS/broker/bytes/sent` (MQTT bytes written to every client, before TLS),
+    read through a connection of its own; `settled()` waits for an update newer than now."""
+
+    def __init__(self, broker):
+        self.conn = connection(broker)
+        self.conn.__enter__()
+        self.values = queue.Queue()
+        self.conn.client.on_message = lambda c, u, msg: self.values.put((time.monotonic(), int(msg.payload)))
+        self.conn.client.subscribe("$SYS/broker/bytes/sent", 0)
+
+    def settled(self):
+        """The counter as published after this call (up to ~2 s: `sys_interval 1`)."""
+        asked = time.monotonic()
+        while True:
+            at, value = self.values.get(timeout=15)
+            if at > asked + 1.05:
+                return value
+
+    def close(self):
+        self.conn.close()
+
+
+class Board:
+    """One simulated ESP32 with firmware 1.0.0 in ota_0, provisioned for `broker`."""
+
+    def __init__(self, folder, broker, signer, device_id="bench-dev", main=ROOT / "main.py", extra_config=None):
+        self.dir = Path(folder)
+        self.fs = self.dir / "fs"
+        self.flash = self.dir / "flash.bin"
+        config = provision.device_config(device_id, "%s:%d" % (broker.host, broker.port), board=BOARD, fleet=FLEET,
+                                         server_hostname="localhost")
+        config["broker"]["tls"] = broker.tls
+        config.update(extra_config or {})
+        credentials = provision.read_credentials(broker.pki.ca_file) if broker.tls else {}
+        provision.stage(self.fs, config=config, trust=signer.trust, credentials=credentials, arch="bytecode", main=main)
+        supervisor.new_device(self.flash, None, fwimage.build_image("1.0.0", {"fw": fwimage.FW_HEALTHY}))
+
+    def env(self):
+        return dict(os.environ, MICROPYPATH=os.pathsep.join([str(self.fs / "lib"), str(SIM_MODULES)]) + os.pathsep,
+                    OTASIM_FLASH=str(self.flash), OTASIM_PARTITIONS=str(PARTITIONS), OTASIM_RUNNING="ota_0")
+
+    def run_bare(self, script, heapsize, timeout=600):
+        """Run device code `script` (text) in the board's filesystem under the unix port, without
+        the supervisor (a reset ends the process). Returns the CompletedProcess (text)."""
+        (self.fs / "bench_run.py").write_text(script)
+        cmd = [str(MICROPYTHON), "-X", "heapsize=%s" % heapsize, "bench_run.py"]
+        try:
+            return subprocess.run(cmd, cwd=self.fs, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            return subprocess.CompletedProcess(cmd, -9, exc.stdout or "", "timeout after %ds" % timeout)
+
+    def start_supervised(self, heapsize, console):
+        """Power the board on under the simulator's supervisor (boot.py, main.py, resets)."""
+        cmd = [sys.executable, "-m", "tools", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
+               "--heapsize", heapsize]
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=open(console, "wb"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
