@@ -1,22 +1,22 @@
 """Deflate and delta chunks for a release payload (docs/ENCODINGS.md); the device side is
 `lib/ota/encoding.py`.
 
-Each chunk is an independent raw-deflate stream (window 2**12) that inflates to one piece of the
-new image. A delta piece is a list of bsdiff records (diff bytes added to the base, then extra
+Each chunk is an independent raw-deflate stream (window 2**window_bits, 2**12 by default) that
+inflates to one piece (chunk size bytes) of the new image. A delta piece is a list of bsdiff records (diff bytes added to the base, then extra
 bytes copied) that produce exactly that piece, so pieces apply in any order."""
 import struct
 import zlib
 
 import bsdiff4.core
 
-PIECE = 4096  # plain bytes per chunk: one flash sector
-WBITS = 12  # the manifest's window bits: the device inflates with a 2**12-byte window
+PIECE = 4096  # plain bytes per chunk by default: one flash sector
+WBITS = 12  # the manifest's window bits by default: the device inflates with a 2**12-byte window
 _MAX_RECORD = 0xFFFF
 SLACK = 64  # an encoded chunk is at most piece + SLACK bytes (stored deflate blocks cost 5 each)
 
 
-def _compress(data):
-    c = zlib.compressobj(9, zlib.DEFLATED, -WBITS, 9)
+def _compress(data, wbits=WBITS):
+    c = zlib.compressobj(9, zlib.DEFLATED, -wbits, 9)
     return c.compress(data) + c.flush()
 
 
@@ -24,9 +24,9 @@ def _pieces(image, piece):
     return [image[i : i + piece] for i in range(0, len(image), piece)]
 
 
-def deflate_chunks(image, piece=PIECE):
+def deflate_chunks(image, piece=PIECE, wbits=WBITS):
     """Encoding 1: each piece of the image deflated on its own."""
-    return [_compress(p) for p in _pieces(image, piece)]
+    return [_compress(p, wbits) for p in _pieces(image, piece)]
 
 
 def _offtin(raw):
@@ -41,7 +41,7 @@ def _records(base, image):
     return triples, diff, extra
 
 
-def delta_chunks(base, image, piece=PIECE):
+def delta_chunks(base, image, piece=PIECE, wbits=WBITS):
     """Encoding 2: each piece of `image` as records against `base`, deflated on its own."""
     triples, diff, extra = _records(base, image)
     chunks = []
@@ -52,11 +52,11 @@ def delta_chunks(base, image, piece=PIECE):
         out = bytearray(struct.pack("<I", state["start"]))
         for n_diff, n_extra, step, d_at, e_at in records:
             out += struct.pack("<HHi", n_diff, n_extra, step) + diff[d_at : d_at + n_diff] + extra[e_at : e_at + n_extra]
-        chunk = _compress(bytes(out))
+        chunk = _compress(bytes(out), wbits)
         if len(chunk) > piece + SLACK:
-            # many records over new code: one record of the piece's bytes is never larger
+            # many records over new code: records of the piece's bytes alone are never larger
             at = len(chunks) * piece
-            chunk = _compress(struct.pack("<IHHi", 0, 0, len(image[at : at + piece]), 0) + image[at : at + piece])
+            chunk = _compress(_literal(image[at : at + piece]), wbits)
         chunks.append(chunk)
         records.clear()
         state["start"] = state["old"]
@@ -88,11 +88,20 @@ def delta_chunks(base, image, piece=PIECE):
     return chunks
 
 
-def apply_delta(base, chunks, piece=PIECE, size=None):
+def _literal(data):
+    """A piece as extra bytes only (records of at most 65535 bytes each)."""
+    out = bytearray(struct.pack("<I", 0))
+    for at in range(0, len(data), _MAX_RECORD):
+        part = data[at : at + _MAX_RECORD]
+        out += struct.pack("<HHi", 0, len(part), 0) + part
+    return bytes(out)
+
+
+def apply_delta(base, chunks, piece=PIECE, size=None, wbits=WBITS):
     """The host's own applier, for checking a patch before it is published."""
     out = bytearray()
     for chunk in chunks:
-        body = zlib.decompress(chunk, -WBITS)
+        body = zlib.decompress(chunk, -wbits)
         old = struct.unpack_from("<I", body)[0]
         pos = 4
         while pos < len(body):

@@ -50,7 +50,8 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
             store.write_json(store.PENDING, pending)
         _wdt = machine.WDT(timeout=wdt_ms)
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
-        events.emit("trial", release=pending and pending["release"], target=version, version=version, slot=slot, progress=100)
+        events.emit("trial", release=pending and pending["release"], target=version, version=version, slot=slot, progress=100,
+                    encoding=pending and pending.get("encoding"))
         return True
     events.emit("booted", version=version, slot=slot)
     if pending is None:
@@ -137,7 +138,8 @@ def _confirmed(pending):
     store.remove(store.MANIFEST)
     store.remove(store.PENDING)
     store.remove(_UNREACHED)
-    events.emit("confirmed", release=release, version=app_version(running), slot=running.info()[4], reason=None)
+    events.emit("confirmed", release=release, version=app_version(running), slot=running.info()[4], reason=None,
+                encoding=pending and pending.get("encoding"))
 
 
 def _fail(reason):
