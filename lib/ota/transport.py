@@ -116,6 +116,7 @@ class Transport:
         self.up_at = time.ticks_ms()  # of the last CONNACK
         self.settled = True  # the backoff was reset for this connection (or there is none)
         self.must = 0  # packet id of the manifest SUBSCRIBE: refusing it fails the connection
+        self.subscribed = False  # its SUBACK is in, and with it the retained notes before it
         self.strike_id = None  # the release the strikes are about
         self.strikes = 0
         self.hold_until = time.ticks_ms()
@@ -183,6 +184,14 @@ class Transport:
         if len(self.pending) >= _MAX_PENDING:
             self.pending.pop(0)
         self.pending.append((kind, fields))
+        if kind in ("rebooting", "trial_failed") and self.connected and self.subscribed:
+            # The reset follows at once and takes queued events with it: send them first.
+            try:
+                self._flush_status()
+                if self.pipe:
+                    self.link.flush()
+            except (OSError, OTAError):
+                pass  # the link is gone: the next boot reports the outcome
 
     def _publish_state(self):
         state = dict(self.events.state())
@@ -235,6 +244,7 @@ class Transport:
                 except OTAError as exc:
                     if exc.reason != "sub_refused":
                         raise
+        self.subscribed = not self.pipe  # a lent client's subscribe() has waited already
         self.must = self._subscribe([t for t in self.topics if t])
 
     def on_disconnect(self):
@@ -316,10 +326,12 @@ class Transport:
         self.on_connect()
 
     def _on_ack(self, kind, pid, granted):
-        if kind == _SUBACK and not granted and pid == self.must:
-            from ota.mqtt import MQTTError
+        if kind == _SUBACK and pid == self.must:
+            if not granted:
+                from ota.mqtt import MQTTError
 
-            raise MQTTError("sub_refused", "manifest topics")
+                raise MQTTError("sub_refused", "manifest topics")
+            self.subscribed = True
 
     def stop(self):
         """Stop reporting; in own-client mode also say goodbye (`online` = 0) and close."""
@@ -412,8 +424,10 @@ class Transport:
     # --- the protocol's work, outside callbacks ---
     def tick(self):
         """Offer a new winning manifest, keep the chunk window full, ask again for late chunks,
-        publish queued status. Returns True when the current release has every chunk."""
-        if not self.connected:
+        publish queued status. Returns True when the current release has every chunk.
+        Waits for the manifests' SUBACK: the first report then names its rollout, and the
+        first offer sees every level's manifest (they follow the SUBACK in the same read)."""
+        if not self.connected or not self.subscribed:
             return False
         self._flush_status()
         done, self.received = self.received, []

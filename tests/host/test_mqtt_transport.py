@@ -170,7 +170,7 @@ def test_one_and_a_half_mib_with_stock_broker_limits_drops_nothing(mosquitto, ot
     data = tmp_path / "slot.bin"
     start = time.monotonic()
     rc, out, err = ota_device({"port": mq.port, "device": "dev-1", "fleet": "esp32-generic", "data": str(data)},
-                              heapsize="52K").wait()
+                              heapsize="56K").wait()
     elapsed = time.monotonic() - start
     assert rc == 0 and out.startswith("COMPLETE " + rid), out + err
     assert data.read_bytes() == image
