@@ -3,7 +3,9 @@
 # Reason codes are stable strings: status reports, the audit log and docs use them verbatim.
 # The manifest check (docs/FORMAT.md) raises FormatError as bad_format, unsupported or
 # bad_geometry; SignatureError as bad_signature or unknown_key; PolicyError as wrong_board,
-# downgrade, expired or too_large.
+# downgrade, expired or too_large. The updater adds PolicyError wrong_base (a delta whose base is
+# not the running image) and FormatError bad_patch (a deflate or delta chunk that does not decode
+# to exactly its piece: corrupt stream, zip bomb, record outside its piece or the base).
 
 
 class OTAError(Exception):
