@@ -414,12 +414,25 @@ def build_timestamp(*, level, fleet, name=None, release, counter, issued, expire
 
 def split_message(message):
     """(manifest blob, timestamp record or b"") of a manifest topic's message."""
+    blob, record, _ = split_variants(message)
+    return blob, record
+
+
+def split_variants(message):
+    """(manifest blob, timestamp record or b"", delta variant blobs as bytes) of a manifest
+    topic's message (docs/FORMAT.md section 1)."""
     message = bytes(message)
     if len(message) < HEADER.size:
         raise FormatError("message too short for a manifest")
     end = HEADER.unpack_from(message)[3]
     end += 1 + message[end] if end < len(message) else 0
-    return message[:end], message[end:]
+    blob, rest = message[:end], message[end:]
+    record = b""
+    if rest[:4] == STAMP_MAGIC and len(rest) >= 8:
+        rlen = int.from_bytes(rest[6:8], "big")
+        rlen += 1 + rest[rlen] if rlen < len(rest) else 0
+        record, rest = rest[:rlen], rest[rlen:]
+    return blob, record, rest
 
 
 # --- signatures and blobs -------------------------------------------------------------------

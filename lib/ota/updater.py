@@ -396,7 +396,7 @@ def _split(message):
             raise FormatError("bad_format", "timestamp record lengths")
         end += 1 + rest[end]
         record, rest = rest[:end], rest[end:]
-    variants = []
+    variants: list = []
     while len(rest):
         end = manifest.blob_length(rest)
         if end > len(rest) or len(variants) == _VARIANTS_MAX:
