@@ -22,6 +22,7 @@ from ota.errors import FormatError
 _RECORD = const(8)  # u16 diff length, u16 extra length, i32 base step
 _STEP = const(256)  # diff bytes inflated and added at a time
 _SECTOR = const(4096)
+_SLACK = const(64)  # an encoded chunk is at most piece + 64 bytes
 
 try:
     from ota.fastadd import add_into  # viper: present in .py form and in -march builds
@@ -39,27 +40,39 @@ except (ImportError, SyntaxError, ValueError):
 class Decoder:
     """Decodes chunks into one preallocated piece buffer; the caller writes it to the slot."""
 
-    def __init__(self, piece, window_bits, base=None, base_size=0):
+    def __init__(self, piece, window_bits, base=None, base_size=0, out=None):
         self.piece = piece
         self.window_bits = window_bits  # the inflate window is 2**window_bits bytes
         self.base = base  # block device (readblocks with offset) holding the base image
         self.base_size = base_size
-        self._out = bytearray(piece)
+        self._out = out if out is not None and len(out) >= piece else bytearray(piece)  # e.g. a buffer idle meanwhile
+        # A native stream, filled anew for each chunk: DeflateIO pulls its input a byte at a time,
+        # and a Python stream class costs a method call per byte (9x slower under the unix port).
+        self._in = io.BytesIO(piece + _SLACK)  # capacity reserved once: writes never reallocate
         self._step = bytearray(_STEP)
         self._head = bytearray(_RECORD)
 
     def _open(self, chunk):
-        # A native stream: DeflateIO pulls its input a byte at a time, and a Python stream class
-        # costs a method call per byte (9x slower under the unix port). The copy and the
-        # inflate window are the two allocations a chunk costs, both freed after it.
-        return deflate.DeflateIO(io.BytesIO(chunk), deflate.RAW, self.window_bits)
+        # The inflate window is the one allocation a chunk costs, freed after it.
+        if len(chunk) > self.piece + _SLACK:
+            raise FormatError("bad_patch", "chunk longer than its piece allows")
+        self._in.seek(0)
+        self._in.write(chunk)
+        self._in.seek(0)
+        return deflate.DeflateIO(self._in, deflate.RAW, self.window_bits)
+
+    def _close(self, stream, chunk):
+        # The stream must end inside the chunk: the buffer past it holds an earlier chunk's bytes.
+        _end(stream, self._head)
+        if self._in.tell() > len(chunk):
+            raise FormatError("bad_patch", "chunk ends early")
 
     def deflate(self, chunk, length):
         """The `length` plain bytes that `chunk` inflates to."""
         stream = self._open(chunk)
         out = memoryview(self._out)[:length]
         _fill(stream, out)
-        _end(stream, self._head)
+        self._close(stream, chunk)
         return out
 
     def delta(self, chunk, length):
@@ -84,7 +97,7 @@ class Decoder:
             _fill(stream, out[pos : pos + n_extra])
             pos += n_extra
             old += n_diff + step
-        _end(stream, self._head)
+        self._close(stream, chunk)
         return out[:length]
 
     def _read_base(self, offset, buf):

@@ -173,7 +173,8 @@ class Updater:
         self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
         self._decoder = None
         if m.encoding != "raw":
-            self._decoder = Decoder(m.chunk_size, m.window_bits, self.running, m.base_size)
+            # the slot-hashing buffer is idle while chunks arrive: it holds each decoded piece
+            self._decoder = Decoder(m.chunk_size, m.window_bits, self.running, m.base_size, self._buf)
         self._verified = self._asked = False
         self._unsaved = 0
         fields = {"release": m.release, "target": m.version, "resumed": progress.count, "progress": _percent(progress),

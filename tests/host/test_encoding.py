@@ -147,3 +147,14 @@ def test_no_chunk_is_larger_than_its_piece_plus_slack():
     for chunks in (encodings.delta_chunks(base, new), encodings.deflate_chunks(new)):
         assert max(map(len, chunks)) <= PIECE + encodings.SLACK
     assert encodings.apply_delta(base, encodings.delta_chunks(base, new)) == new
+
+
+@pytest.mark.parametrize("kind", ["deflate", "delta"])
+def test_truncated_chunk_is_refused_even_when_the_previous_chunk_would_complete_it(tmp_path, kind):
+    """The decoder reuses one input buffer: a chunk cut short must not be finished by the bytes
+    an earlier, longer chunk left behind it."""
+    base, new = _images()
+    chunk = (encodings.delta_chunks(base, new) if kind == "delta" else encodings.deflate_chunks(new))[1]
+    got, out = _decode(tmp_path, base, kind, [chunk, chunk[: len(chunk) // 2], chunk], [PIECE] * 3)
+    assert got["results"] == ["ok", "bad_patch", "ok"]
+    assert out == new[PIECE:2 * PIECE] * 2
