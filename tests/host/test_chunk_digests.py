@@ -1,9 +1,13 @@
 """Per-chunk digests (docs/FORMAT.md section 3) on the simulated board: every chunk and table
 message is checked before a byte of it is written; a bad one costs that one message and erases
 nothing; the index, pages and chunks arrive in a fixed order; a full release still installs."""
+import hashlib
 import json
 import os
 
+from e2e_env import Fleet
+from pipeline_env import FW_HEALTHY
+from plugin_sim import partition
 from releases import BOARD, Signer
 from tools import signing
 
@@ -99,8 +103,6 @@ def test_bad_chunks_and_tables_cost_one_message_and_erase_nothing(sim_snippet, t
     assert got[-1] == ["verified", True]
     with open(sim_snippet.flash, "rb") as f:
         flash = f.read()
-    from plugin_sim import partition
-
     offset = partition("ota_1")[3]
     assert flash[offset:offset + len(image)] == image
 
@@ -115,8 +117,6 @@ def test_table_geometry_on_the_wire():
     msgs = signing.chunk_messages(fields, image)
     assert len(msgs) == signing.message_count(fields) == 11 + 1 + 1
     assert len(msgs[11]) == 32 and len(msgs[12]) == 11 * 32
-    import hashlib
-
     assert hashlib.sha256(msgs[11]).digest() == fields["table_root"]
     assert msgs[12][:32] == hashlib.sha256(image[:1000]).digest()
     try:
@@ -130,9 +130,6 @@ def test_table_geometry_on_the_wire():
 def test_a_corrupted_retained_chunk_costs_that_chunk_and_no_hot_loop(tmp_path, mosquitto, sim_device):
     """A broker serves one chunk corrupted: the device refuses it on arrival, fetches the rest,
     asks for the bad one again only after a growing pause, and completes once it is repaired."""
-    from e2e_env import Fleet
-    from pipeline_env import FW_HEALTHY
-
     fleet = Fleet(tmp_path, mosquitto(), sim_device)
     board = fleet.board("dev-1")
     blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
