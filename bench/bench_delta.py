@@ -3,15 +3,16 @@
 
 Per pair it prints the full size, the deflate and delta sizes and their ratios to full (beside
 zlib over the whole file and bsdiff4's own bzip2 patch, which a device could not apply in
-pieces), then
-the device-side apply time of each against a plain full-image install of the same image in the
-same run, and the smallest heap each needs. "Install" here is the sink: every 4 KiB chunk read
-from a file and written into the inactive slot of the simulated ESP32 flash (erase + program),
-decoded first for deflate and delta (a delta reads its base from the running slot, where the
-old binary is). Transfer is not included: it is the same code for every encoding and
-bench_transfer measures it. The device runs the package as `.mpy` under the MicroPython unix
-port: bytecode, plus `ota/fastadd.mpy` built for x64 for the viper byte loop (the Python loop
-is measured too)."""
+pieces). Then the device side, through the real updater (`ota.updater.Updater`) on the simulated
+ESP32 flash, for a raw, a deflate and a delta release of the same new binary signed in the same
+run: `offer()` (signature check; a delta also hashes its base, the old binary in the running
+slot), then, timed, `write_chunk()` for every chunk (leaf digest from the digest table, decode,
+erase and program the inactive slot); `finish()` then checks the whole slot against the signed
+digest (not timed). The raw release is the baseline: a plain full-image install of the same
+image. Transfer is not included (the same code for every encoding; bench_transfer measures it).
+Last, the smallest heap for the whole update (offer, table, chunks, finish) of each. The device
+runs the package as `.mpy` under the MicroPython unix port: bytecode, plus `ota/fastadd.mpy`
+built for x64 for the viper byte loop (the Python loop is measured too)."""
 import os
 import shutil
 import struct
@@ -29,36 +30,39 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "host"))
 
 import mpunix  # noqa: E402
-from tools import encodings, mpy  # noqa: E402
+from tools import encodings, mpy, signing  # noqa: E402
+
+KEY = signing.generate_key()
 
 PAIRS = [("1.26.0.post2", "1.26.1.post2"), ("1.27.0.post2", "1.28.0.post2")]
 RUNS = 3
 OTA_0, OTA_1, FLASH = 0x10000, 0x190000, 0x400000
 
 APPLY = """
-import sys, time, esp32
-from ota.slot import Slot
-from ota.progress import Progress
-from ota.encoding import LOOP, Decoder
-mode, index = sys.argv[1], sys.argv[2]
+import sys, time
+from ota import trust
+from ota.encoding import LOOP
+from ota.updater import Updater
+manifest, table, chunks, index = sys.argv[1:5]
 lengths = [int(x) for x in open(index).read().split()]
-plain = [int(x) for x in open(index + ".plain").read().split()]
-running = esp32.Partition(esp32.Partition.RUNNING)
-target = running.get_next_update()
-buf = bytearray(max(lengths))
+buf = bytearray(4096 + 64)  # as a transport's receive buffer, allocated before any offer, the same for every encoding
+u = Updater(trust.load(), "bench")
+t = time.ticks_us()
+m = u.offer(open(manifest, "rb").read())  # verify the signature; a delta hashes its base here
+t_offer = time.ticks_diff(time.ticks_us(), t)
+with open(table, "rb") as f:  # the digest table: index, then pages
+    for k in range(m.chunk_count, m.chunk_count + 1 + m.pages):
+        u.write_chunk(k, f.read(32 * m.pages if k == m.chunk_count else
+                                32 * min(m.fanout, m.chunk_count - (k - m.chunk_count - 1) * m.fanout)))
 view = memoryview(buf)
-base_size = int(sys.argv[4])
-decoder = Decoder(4096, 12, running, base_size)
-slot = Slot(target, Progress("00" * 8, 0, len(lengths), (sum(plain) + 4095) // 4096))
-with open(sys.argv[3], "rb") as f:
+with open(chunks, "rb") as f:
     t = time.ticks_us()
-    offset = 0
-    for n, size in zip(lengths, plain):
+    for i, n in enumerate(lengths):
         f.readinto(view[:n])
-        data = view[:n] if mode == "raw" else (decoder.delta(view[:n], size) if mode == "delta" else decoder.deflate(view[:n], size))
-        slot.write(offset, data)
-        offset += size
-    print("US", time.ticks_diff(time.ticks_us(), t), LOOP)
+        u.write_chunk(i, view[:n])  # leaf digest, decode, erase and program
+    t_chunks = time.ticks_diff(time.ticks_us(), t)
+u.finish()  # the whole slot read back against the signed digest (not timed)
+print("US", t_offer, t_chunks, LOOP)
 """
 
 
@@ -85,51 +89,74 @@ def device_lib(work, loop):
     return lib
 
 
-def apply(work, mode, chunks, sizes, base, loop, heapsize="2M"):
-    """Seconds to put `chunks` into the slot on the simulated board, or None if the heap is too small."""
+def release(work, new, encoding, base):
+    """Files of a signed release of `new` for the device: manifest, table, chunks, chunk lengths."""
+    out = work / encoding
+    if not out.exists():
+        out.mkdir()
+        tbs = signing.build_manifest(new, board="bench", version="new", counter=1, chunk_size=encodings.PIECE,
+                                     key_id=KEY.public_key(), encoding=encoding, window_bits=encodings.WBITS,
+                                     base=base if encoding == "delta" else None)
+        blob = signing.sign(tbs, KEY)
+        fields = signing.parse_blob(blob)[2]
+        messages = signing.chunk_messages(fields, new, base if encoding == "delta" else None)
+        n = fields["chunk_count"]
+        (out / "manifest").write_bytes(blob)
+        (out / "table").write_bytes(b"".join(messages[n:]))
+        (out / "chunks").write_bytes(b"".join(messages[:n]))
+        (out / "index").write_text(" ".join(str(len(c)) for c in messages[:n]))
+    return out
+
+
+def apply(work, mode, new, base, loop, heapsize="2M"):
+    """(offer, chunks) seconds of the updater taking release `mode` on the simulated board, or None
+    if the heap is too small."""
     flash = work / "flash.bin"
     image = bytearray(b"\xff" * FLASH)
     image[OTA_0 : OTA_0 + len(base)] = base
     flash.write_bytes(image)
-    (work / "chunks.bin").write_bytes(b"".join(chunks))
-    (work / "index").write_text(" ".join(str(len(c)) for c in chunks))
-    (work / "index.plain").write_text(" ".join(str(s) for s in sizes))
+    state = work / "device"
+    shutil.rmtree(state, ignore_errors=True)
+    (state / ".ota").mkdir(parents=True)
+    signing.write_trust_file([KEY.public_key()], state / ".ota" / "trust.bin")
     (work / "apply.py").write_text(APPLY)
+    files = release(work, new, mode, base)
     env = {"OTASIM_FLASH": str(flash), "OTASIM_PARTITIONS": str(ROOT / "boards/esp32/partitions-4MiB-ota.csv"),
            "OTASIM_RUNNING": "ota_0"}
-    proc = mpunix.run(script=work / "apply.py", args=[mode, str(work / "index"), str(work / "chunks.bin"), str(len(base))],
-                      heapsize=heapsize, path=(device_lib(work, loop), ROOT / "boards/unix/modules"), env=env, check=False)
+    proc = mpunix.run(script=work / "apply.py", args=[str(files / n) for n in ("manifest", "table", "chunks", "index")],
+                      heapsize=heapsize, path=(device_lib(work, loop), ROOT / "boards/unix/modules"), env=env,
+                      cwd=state, check=False)
     if proc.returncode != 0:
         if "MemoryError" in proc.stdout + proc.stderr:
             return None
         raise RuntimeError(proc.stdout + proc.stderr)
-    written = flash.read_bytes()[OTA_1 : OTA_1 + sum(sizes)]
-    if written != flash_expected[0]:
+    written = flash.read_bytes()[OTA_1 : OTA_1 + len(new)]
+    if written != new:
         raise RuntimeError("%s wrote something other than the new image" % mode)
-    return int(proc.stdout.split()[1]) / 1e6
+    words = proc.stdout.split()
+    return int(words[1]) / 1e6, int(words[2]) / 1e6
 
 
-flash_expected = [b""]
-
-
-def smallest_heap(work, mode, chunks, sizes, base, loop):
-    """The smallest heap in KiB for applying, in 1 KiB steps; both the bound and one below tested."""
+def smallest_heap(work, mode, new, base, loop):
+    """The smallest heap in KiB for the whole update, in 1 KiB steps; the bound and one below tested."""
     low, high = 4, 256
-    if apply(work, mode, chunks, sizes, base, loop, "%dK" % high) is None:
+    if apply(work, mode, new, base, loop, "%dK" % high) is None:
         return None
     while high - low > 1:
         mid = (low + high) // 2
-        if apply(work, mode, chunks, sizes, base, loop, "%dK" % mid) is None:
+        if apply(work, mode, new, base, loop, "%dK" % mid) is None:
             low = mid
         else:
             high = mid
-    assert apply(work, mode, chunks, sizes, base, loop, "%dK" % high) is not None
-    assert apply(work, mode, chunks, sizes, base, loop, "%dK" % (high - 1)) is None
+    assert apply(work, mode, new, base, loop, "%dK" % high) is not None
+    assert apply(work, mode, new, base, loop, "%dK" % (high - 1)) is None
     return high
 
 
-def best(work, mode, chunks, sizes, base, loop):
-    return min(apply(work, mode, chunks, sizes, base, loop) for _ in range(RUNS))
+def best(work, mode, new, base, loop):
+    """Best of RUNS: (offer seconds, chunk seconds), each the smallest seen."""
+    runs = [apply(work, mode, new, base, loop) for _ in range(RUNS)]
+    return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
 def main():
@@ -141,30 +168,30 @@ def main():
         base, new = fetch_binary(old_v, cache), fetch_binary(new_v, cache)
         delta = encodings.delta_chunks(base, new)
         deflated = encodings.deflate_chunks(new)
-        raw = [new[i : i + encodings.PIECE] for i in range(0, len(new), encodings.PIECE)]
-        sizes = [len(c) for c in raw]
         full, d_size, z_size = len(new), sum(map(len, delta)), sum(map(len, deflated))
         print("  full %d B | deflate %d B (%.1f %% of full) | delta %d B (%.1f %% of full)"
               % (full, z_size, 100 * z_size / full, d_size, 100 * d_size / full))
         whole, bsdiff = len(zlib.compress(new, 9)), len(bsdiff4.diff(base, new))
         print("  baselines: zlib over the whole file %d B (%.1f %%) | bsdiff4 with bzip2 %d B (%.1f %%)"
               % (whole, 100 * whole / full, bsdiff, 100 * bsdiff / full))
-        flash_expected[0] = new
         with tempfile.TemporaryDirectory(prefix="mpota-bench-delta-") as tmp:
             work = Path(tmp)
-            print("  timing the device-side apply (best of %d runs each) ..." % RUNS, flush=True)
-            t_raw = best(work, "raw", raw, sizes, base, "viper")
-            t_inflate = best(work, "deflate", deflated, sizes, base, "viper")
-            t_viper = best(work, "delta", delta, sizes, base, "viper")
-            t_python = best(work, "delta", delta, sizes, base, "python")
-            print("  apply into the slot: raw install %.3f s | deflate %.3f s (%.2fx raw) | delta %.3f s (%.2fx raw, viper loop)"
-                  " | delta %.3f s (%.2fx raw, Python loop)"
-                  % (t_raw, t_inflate, t_inflate / t_raw, t_viper, t_viper / t_raw, t_python, t_python / t_raw))
-            print("  finding the smallest heaps (1 KiB steps) ...", flush=True)
-            heaps = {mode: smallest_heap(work, mode, chunks, sizes, base, "viper")
-                     for mode, chunks in (("raw", raw), ("deflate", deflated), ("delta", delta))}
-            print("  smallest heap (whole script, 64-bit unix port): raw %dK | deflate %dK (+%dK) | delta %dK (+%dK)"
-                  % (heaps["raw"], heaps["deflate"], heaps["deflate"] - heaps["raw"], heaps["delta"], heaps["delta"] - heaps["raw"]))
+            print("  timing the updater taking each release (best of %d runs each) ..." % RUNS, flush=True)
+            runs = {"raw": best(work, "raw", new, base, "viper"), "deflate": best(work, "deflate", new, base, "viper"),
+                    "delta": best(work, "delta", new, base, "viper")}
+            (work / "lib-viper" / "ota" / "fastadd.mpy").unlink()  # the same build without the viper loop
+            runs["delta, Python loop"] = best(work, "delta", new, base, "viper")
+            t_raw = runs["raw"][1]
+            print("  write_chunk for every chunk (leaf digest, decode, erase, program):")
+            for mode, (t_offer, t_chunks) in runs.items():
+                print("    %-18s %.3f s (%.2fx raw install) | offer %.3f s%s" % (
+                    mode, t_chunks, t_chunks / t_raw, t_offer, " (with the base hash)" if "delta" in mode else ""))
+            print("  finding the smallest heaps for the whole update (1 KiB steps) ...", flush=True)
+            shutil.rmtree(work / "lib-viper")
+            heaps = {mode: smallest_heap(work, mode, new, base, "viper") for mode in ("raw", "deflate", "delta")}
+            print("  smallest heap (offer, table, chunks, finish; 64-bit unix port): raw %dK | deflate %dK (%+dK) | "
+                  "delta %dK (%+dK)" % (heaps["raw"], heaps["deflate"], heaps["deflate"] - heaps["raw"], heaps["delta"],
+                                        heaps["delta"] - heaps["raw"]))
 
 
 if __name__ == "__main__":

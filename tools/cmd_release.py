@@ -117,8 +117,8 @@ def register(subparsers):
     p.add_argument("--delta-from", metavar="OLD.bin",
                    help="make a delta release: chunks patch OLD.bin, the app image devices run now, into FIRMWARE. "
                    "Publish it beside the full release (`mpota publish --delta`); devices running OLD.bin take it")
-    p.add_argument("--window-bits", type=int, default=12,
-                   help="deflate window for deflate and delta, 9..15 (device RAM: 2^bits bytes; default 12)")
+    p.add_argument("--window-bits", type=int, default=10,
+                   help="deflate window for deflate and delta, 9..15 (device RAM: 2^bits bytes; default 10)")
     p.add_argument("--pub", help="public key (PEM) of the key that will sign")
     p.add_argument("--key-id", help="or its key id (16 hex characters, printed by keygen)")
     p.add_argument("-o", "--out", required=True, help="file for the to-be-signed bytes")

@@ -10,7 +10,7 @@ import zlib
 import bsdiff4.core
 
 PIECE = 4096  # plain bytes per chunk by default: one flash sector
-WBITS = 12  # the manifest's window bits by default: the device inflates with a 2**12-byte window
+WBITS = 10  # the manifest's window bits by default: the device inflates with a 2**10-byte window
 _MAX_RECORD = 0xFFFF
 SLACK = 64  # an encoded chunk is at most piece + SLACK bytes (stored deflate blocks cost 5 each)
 

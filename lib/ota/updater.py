@@ -82,32 +82,36 @@ class Updater:
         self._skipped = None
         for variant in variants:
             try:
-                return self._variant(m, variant, floor, capacity, now)
+                d = self._variant(m, variant, floor, capacity, now)
+                self._skipped = None
+                return d
             except OTAError as exc:
                 self._skipped = exc.reason
         if m.encoding == "delta":
-            self._check_base(m)
+            self._check_base(m.base_size, m.base_digest)
         return m
 
     def _variant(self, full, blob, floor, capacity, now):
-        """`blob` as the delta of release `full` made against the running image, or an OTAError."""
+        """`blob` as the delta of release `full` made against the running image, or an OTAError.
+        The cheap checks come first: most devices of a fleet run another base than the delta's."""
+        if len(blob) < 148 or blob[16] != 2 or bytes(blob[48:80]) != full.digest:
+            raise FormatError("bad_format", "not a delta of this release")
+        self._check_base(int.from_bytes(blob[112:116], "big"), bytes(blob[116:148]))
         d = manifest.check(blob, self.keys, self.board, floor, capacity, now, self.tick)
         if (d.encoding != "delta" or d.target != full.target or d.digest != full.digest or d.size != full.size
                 or d.counter != full.counter or d.version != full.version):
             raise FormatError("bad_format", "not a delta of this release")
-        self._check_base(d)
         d.release = full.id
         return d
 
-    def _check_base(self, m):
-        """Refuse a delta whose base is not the first `base size` bytes of the running slot."""
-        size, digest = self._base
-        if size != m.base_size:
-            if m.base_size > self.running.info()[3]:
-                raise PolicyError("wrong_base", "the base is larger than the running slot")
-            digest = Slot(self.running, None).sha256(m.base_size, self._buf, self.tick)
-            self._base = (m.base_size, digest)
-        if digest != m.base_digest:
+    def _check_base(self, size, digest):
+        """Refuse a delta whose base (`size` bytes with SHA-256 `digest`) is not the start of the
+        running slot. The slot is hashed once per size: the running image cannot change."""
+        if not 0 < size <= self.running.info()[3]:
+            raise PolicyError("wrong_base", "the base does not fit the running slot")
+        if self._base[0] != size:
+            self._base = (size, Slot(self.running, None).sha256(size, self._buf, self.tick))
+        if self._base[1] != digest:
             raise PolicyError("wrong_base", "this device does not run the patch's base image")
 
     def _check_blob(self, blob, record):
@@ -171,10 +175,7 @@ class Updater:
             progress.save()
         self.manifest, self.progress, self._blob = m, progress, blob
         self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
-        self._decoder = None
-        if m.encoding != "raw":
-            # the slot-hashing buffer is idle while chunks arrive: it holds each decoded piece
-            self._decoder = Decoder(m.chunk_size, m.window_bits, self.running, m.base_size, self._buf)
+        self._decoder = self._new_decoder(m)
         self._verified = self._asked = False
         self._unsaved = 0
         fields = {"release": m.release, "target": m.version, "resumed": progress.count, "progress": _percent(progress),
@@ -249,6 +250,13 @@ class Updater:
         self._percent = percent
         return True
 
+    def _new_decoder(self, m):
+        """The decoder of an encoded release, its buffers allocated now; None for raw."""
+        if m.encoding == "raw":
+            return None
+        # the slot-hashing buffer is idle while chunks arrive: it holds each decoded piece
+        return Decoder(m.chunk_size, m.window_bits, self.running, m.base_size, self._buf)
+
     def _decode(self, m, index, data):
         """The piece of the result that verified chunk `index` stands for (bad_patch if none)."""
         d = self._decoder
@@ -294,6 +302,7 @@ class Updater:
         if m is None or p is None or slot is None or not p.complete():
             raise StateError("incomplete", "chunks are missing")
         p.save()
+        self._decoder = None  # every chunk is in: its buffers are free for the checks below
         if slot.sha256(m.size, self._buf, self.tick) != m.digest:
             self._restart(m, p, slot)
             events.emit("rejected", release=m.release, reason="bad_digest")
@@ -362,6 +371,7 @@ class Updater:
         progress.save()
         self.progress = slot.progress = progress
         self._verified = False
+        self._decoder = self._new_decoder(m)
 
 
 def _create(path, size):
