@@ -302,7 +302,6 @@ class Updater:
         if m is None or p is None or slot is None or not p.complete():
             raise StateError("incomplete", "chunks are missing")
         p.save()
-        self._decoder = None  # every chunk is in: its buffers are free for the checks below
         if slot.sha256(m.size, self._buf, self.tick) != m.digest:
             self._restart(m, p, slot)
             events.emit("rejected", release=m.release, reason="bad_digest")
@@ -333,11 +332,13 @@ class Updater:
                    "encoding": m.encoding,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
         store.write_json(store.PENDING, pending)
+        self._decoder = None  # the image is verified: its decoding buffers go before the switch
         try:
             self.target.set_boot()
         except OSError:
             store.remove(store.PENDING)
             self._restart(m, p, slot)
+            self._decoder = self._new_decoder(m)
             events.emit("rejected", release=m.release, reason="invalid_image")
             raise IntegrityError("invalid_image", "the bootloader's image check failed")
         events.emit("rebooting", release=m.release, target=m.version)
@@ -371,7 +372,6 @@ class Updater:
         progress.save()
         self.progress = slot.progress = progress
         self._verified = False
-        self._decoder = self._new_decoder(m)
 
 
 def _create(path, size):

@@ -55,7 +55,7 @@ class PipelineBoard:
                 sent = chunks
             ends = [sum(len(c) for c in sent[:k + 1]) for k in range(n)]
             files.update({"release/%s.chunks" % fields["id"]: b"".join(sent),
-                          "release/%s.ends" % fields["id"]: json.dumps(ends),
+                          "release/%s.ends" % fields["id"]: b"".join(e.to_bytes(4, "big") for e in [0] + ends),
                           "release/%s.table" % fields["id"]: b"".join(messages[n:])})
         self.device.write_files(files)
 

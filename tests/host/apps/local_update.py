@@ -60,13 +60,16 @@ if blob:
     if m:
         feed_table(updater, m)
         buf = bytearray(m.chunk_size + 64)  # encoded chunks may be 64 bytes longer
-        ends = json.load(open("release/%s.ends" % m.id))
+        ends = open("release/%s.ends" % m.id, "rb")  # where each chunk starts and ends, 4 bytes each
+        span = bytearray(8)
         with open("release/%s.chunks" % m.id, "rb") as image:
             for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
                 if updater.complete() or n == cfg.get("stop_after"):
                     break
-                start = ends[i - 1] if i else 0
-                n = ends[i] - start
+                ends.seek(4 * i)
+                ends.readinto(span)
+                start = int.from_bytes(span[:4], "big")
+                n = int.from_bytes(span[4:], "big") - start
                 image.seek(start)
                 image.readinto(memoryview(buf)[:n])
                 try:
