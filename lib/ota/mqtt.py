@@ -51,7 +51,10 @@ _HEAD = const(16)  # receive buffer beyond topic and payload: fixed header, topi
 _MAX_REMAINING = const(268435455)  # MQTT's own limit for the remaining-length field
 _STEP_MS = const(1000)  # longest single socket wait: keepalive and deadlines are checked between
 
-# The unix port has no constants for these; the values are Linux's. lwIP ports (esp32, rp2) have both.
+# The unix port has no constants for these; the values are Linux's. The lwIP ports name both, and
+# they differ: esp32 passes TCP_NODELAY (1) to lwip_setsockopt (ports/esp32/modsocket.c,
+# socket_setsockopt); rp2's raw-lwIP sockets take TF_NODELAY (0x40) and warn on anything else
+# (extmod/modlwip.c, lwip_socket_setsockopt).
 _IPPROTO_TCP = getattr(socket, "IPPROTO_TCP", 6)
 _TCP_NODELAY = getattr(socket, "TCP_NODELAY", 1)
 
@@ -165,6 +168,9 @@ class MQTTClient:
             sock.connect(addr)
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             if self.ssl:
+                # The handshake then runs inside reads and writes, which report a certificate
+                # that fails verification as ValueError (extmod/modtls_mbedtls.c,
+                # ssl_check_async_handshake_failure).
                 sock = self.ssl.wrap_socket(sock, server_hostname=self.server_hostname, do_handshake_on_connect=False)
             sock.setblocking(False)  # every wait from here on is a poll with a deadline
         except Exception:

@@ -63,7 +63,9 @@ def test_release_that_fails_its_health_check_rolls_back_and_is_reported(fleet):
     board.start()
     blob, image = fleet.signer.release("2.0.0", {"fw": FW_UNHEALTHY}, counter=2, size=64 * 1024)
     assert fleet.publish(blob, image).returncode == 0
-    states = fleet.wait_state(lambda s: (s.get("dev-2") or {}).get("reason") == "health_check_failed")
+    # state idle: the rolled-back board's report, not the trial's last one before its reset
+    states = fleet.wait_state(lambda s: (s.get("dev-2") or {}).get("reason") == "health_check_failed"
+                              and s["dev-2"].get("state") == "idle")
     assert states["dev-2"]["version"] == "1.0.0" and states["dev-2"]["slot"] == "ota_0"
     assert [b["version"] for b in board.boot_log()][:3] == ["1.0.0", "2.0.0", "1.0.0"]
 

@@ -209,3 +209,45 @@ def test_disruption_campaign(mosquitto, ota_device, tcp_proxy, tmp_path):
     sends += chunk_sends(mq.log_text(), "dev-1", rid)
     assert sends <= chunks + 4 * disruptions, "%d chunk messages for %d chunks" % (sends, chunks)
     assert not mq.dropped_lines()
+
+
+SIMPLE_MAIN = r'''
+import json, os, time
+cfg = json.loads(os.getenv("OTA_DEVICE_CFG"))
+from ota.mqtt import MQTTClient
+from ota.transport import Transport
+from sink import Sink
+
+
+class Simple:
+    """Only the umqtt.simple surface: each call waits, nothing is pipelined."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def __getattr__(self, name):
+        if name in ("connect", "wait_msg", "check_msg", "publish", "subscribe", "unsubscribe", "close",
+                    "disconnect", "set_callback", "set_last_will"):
+            return getattr(self.c, name)
+        raise AttributeError(name)
+
+
+sink = Sink(cfg["data"])
+t = Transport(Simple(MQTTClient(cfg["device"], "127.0.0.1", cfg["port"], timeout=5)), sink, cfg["device"], cfg["fleet"])
+while not t.poll(100):
+    pass
+print("COMPLETE", sink.m.id, t.pipe)
+t.stop()
+'''
+
+
+def test_poll_drives_a_client_with_only_the_umqtt_surface(mosquitto, mp, device_lib, ota_device, tmp_path):
+    mq = mosquitto()
+    image = os.urandom(30 * 1024)
+    rid = publish(mq, make_release(image, chunk_size=1024), image, ["ota/manifest/esp32-generic"])
+    data = tmp_path / "slot.bin"
+    cfg = {"port": mq.port, "device": "dev-s", "fleet": "esp32-generic", "data": str(data)}
+    out = mp(SIMPLE_MAIN, path=(device_lib, ota_device.home), env={"OTA_DEVICE_CFG": json.dumps(cfg)}, timeout=120)
+    assert out.stdout.split() == ["COMPLETE", rid, "False"]
+    assert data.read_bytes() == image
+    assert chunk_sends(mq.log_text(), "dev-s", rid) == 30
