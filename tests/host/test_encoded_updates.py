@@ -125,3 +125,20 @@ def test_authentic_but_malicious_chunk_streams_are_refused_as_bad_patch(sim_devi
     assert "Traceback" not in console
     written = board.device.read_partition("ota_1")
     assert written[:4096] != image[:4096]  # the refused pieces never reached flash
+
+
+def test_forged_or_foreign_delta_variants_are_ignored_and_the_full_release_taken(sim_device, signer, tmp_path):
+    """Variants ride unauthenticated beside the release: one signed by an untrusted key, and a
+    genuine delta of another image, both against the running base, must not be taken."""
+    board = PipelineBoard(sim_device, signer)
+    image, base = new_image(), base_image(signer)
+    full, _ = signer.release_of(image, version="2.0.0", counter=2)
+    other_image = build_image("2.0.0", dict(MODULES, extra="VALUE = 2\n"), size=SIZE)
+    foreign, _ = signer.release_of(other_image, version="2.0.0", counter=2, encoding="delta", base=base)
+    forger = new_signer(tmp_path / "forger")
+    forged, _ = forger.release_of(image, version="2.0.0", counter=2, encoding="delta", base=base)
+    board.stage(full, image, variants=[foreign, forged], base=base)
+    board.device.run(timeout=120)
+    installed(board, image)
+    offered = events_of(board, "offered")[0]
+    assert offered["encoding"] == "raw" and offered["delta"] == "unknown_key"
