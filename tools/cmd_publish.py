@@ -127,7 +127,7 @@ def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False):
     """Delete a release's retained messages. Refuses (StillTargeted) while a manifest topic
     names it, unless `untarget`, which clears those topics first. Returns the topics cleared."""
     targets = conn.retained(["%s/manifest/#" % root])
-    pointing = sorted(t for t, blob in targets.items() if signing.manifest_id(blob) == release)
+    pointing = sorted(t for t, message in targets.items() if message and release in signing.message_ids(message))
     if pointing and not untarget:
         raise StillTargeted(pointing)
     mtopic = broker.release_manifest_topic(root, release)

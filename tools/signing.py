@@ -491,6 +491,19 @@ def manifest_id(blob_or_tbs):
     return hashlib.sha256(data[: HEADER.unpack_from(data)[3]]).digest()[:8].hex()
 
 
+def message_ids(message):
+    """The ids of every manifest in a manifest topic's message: the release's, then its delta
+    variants' (docs/FORMAT.md section 1)."""
+    blob, _, rest = split_variants(message)
+    ids = [manifest_id(blob)]
+    while len(rest) >= HEADER.size:
+        end = HEADER.unpack_from(rest)[3]
+        end += 1 + rest[end] if end < len(rest) else 0
+        ids.append(manifest_id(rest[:end]))
+        rest = rest[end:]
+    return ids
+
+
 def verify(blob, public_key):
     """The manifest fields (dict) if `blob` is well formed and signed by `public_key`; raises
     FormatError or cryptography's InvalidSignature otherwise."""

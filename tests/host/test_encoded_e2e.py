@@ -62,6 +62,11 @@ def test_publisher_sends_full_and_delta_and_each_device_picks(tmp_path, mosquitt
     rows = json.loads(status.stdout)
     assert rows["on-base"]["encoding"] == "delta" and rows["elsewhere"]["encoding"] == "deflate"
 
+    # the delta is offered inside the fleet's manifest message: pruning it alone is refused
+    pruned = mpota("prune", signing.manifest_id(files["delta.sig"].read_bytes()), "--broker",
+                   "%s:%d" % (fleet.broker.host, fleet.broker.port), "--cafile", fleet.broker.pki.ca_file)
+    assert pruned.returncode == 1 and "still offered" in pruned.stderr
+
 
 def test_manifest_refuses_a_base_no_device_runs(tmp_path):
     image = build_image("2.0.0", {"fw": FW_HEALTHY})
