@@ -28,7 +28,6 @@ import machine
 from micropython import const
 
 from ota import events, history, manifest, otadata, store, trust
-from ota.encoding import Decoder
 from ota.errors import FormatError, IntegrityError, OTAError, PolicyError, StateError
 from ota.policy import now as install_now
 from ota.filesink import FileSink
@@ -254,6 +253,8 @@ class Updater:
         """The decoder of an encoded release, its buffers allocated now; None for raw."""
         if m.encoding == "raw":
             return None
+        from ota.encoding import Decoder  # imported only when needed: a raw update never pays its heap
+
         # the slot-hashing buffer is idle while chunks arrive: it holds each decoded piece
         return Decoder(m.chunk_size, m.window_bits, self.running, m.base_size, self._buf)
 
