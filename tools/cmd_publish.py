@@ -25,20 +25,41 @@ def release_fields(blob, image):
     return fields
 
 
-def publish_release(conn, blob, image, targets, root=broker.DEFAULT_ROOT, progress=None, stamp=None):
+def delta_fields(full, delta, base):
+    """The delta manifest's fields, after checking that it delivers release `full` from `base`."""
+    try:
+        _, _, fields = signing.parse_blob(delta)
+    except signing.FormatError as exc:
+        raise CliError("not a signed delta manifest: %s" % exc) from None
+    if fields["encoding"] != "delta" or any(fields[k] != full[k] for k in ("target", "version", "counter", "size",
+                                                                           "digest", "board")):
+        raise CliError("the delta manifest is not a delta of this release (encoding, version, counter or image differ)")
+    if base is None or len(base) != fields["base_size"] or hashlib.sha256(base).digest() != fields["base_digest"]:
+        raise CliError("the base image is not the one the delta manifest names: wrong --delta-from file?")
+    return fields
+
+
+def publish_release(conn, blob, image, targets, root=broker.DEFAULT_ROOT, progress=None, stamp=None, delta=None,
+                    base=None):
     """Upload chunks and the digest table, then the release manifest, then point `targets`
     (manifest topics) at it. Each stage is acknowledged before the next: a device never sees a
     manifest without chunks. `stamp`: a `mpota.timestamp.Stamper`, which appends a fresh
-    timestamp record to each target's message. Returns the release id."""
+    timestamp record to each target's message. `delta`: a delta manifest of the same release
+    made against `base`, uploaded too and appended to each target's message (devices running
+    `base` take it, docs/PROTOCOL.md). Returns the release id."""
     fields = release_fields(blob, image)
     rid = fields["id"]
-    infos = [conn.publish(broker.chunk_topic(root, rid, i), msg)
-             for i, msg in enumerate(signing.chunk_messages(fields, image))]
-    conn.wait(infos, progress)
-    conn.wait([conn.publish(broker.release_manifest_topic(root, rid), blob)])
-    messages = {t: blob + (stamp.record(t, blob) if stamp else b"") for t in targets}
+    uploads = [(rid, blob, signing.chunk_messages(fields, image))]
+    if delta:
+        dfields = delta_fields(fields, delta, base)
+        uploads.append((dfields["id"], delta, signing.chunk_messages(dfields, image, base)))
+    for mid, manifest_blob, chunks in uploads:
+        conn.wait([conn.publish(broker.chunk_topic(root, mid, i), msg) for i, msg in enumerate(chunks)], progress)
+        conn.wait([conn.publish(broker.release_manifest_topic(root, mid), manifest_blob)])
+    messages = {t: blob + (stamp.record(t, blob) if stamp else b"") + (delta or b"") for t in targets}
     conn.wait([conn.publish(t, m) for t, m in messages.items()])
-    messages[broker.release_manifest_topic(root, rid)] = blob
+    for mid, manifest_blob, _ in uploads:
+        messages[broker.release_manifest_topic(root, mid)] = manifest_blob
     check = list(messages)
     stored = conn.retained(check, want=check)
     missing = [t for t in check if stored.get(t) != messages[t]]
@@ -62,26 +83,36 @@ def _audit(args, action, **entry):
         AuditLog(folder).record(OPERATOR, action, **entry)
 
 
-def upload(conn, blob, image, targets, root=broker.DEFAULT_ROOT, quiet=False, stamp=None):
+def upload(conn, blob, image, targets, root=broker.DEFAULT_ROOT, quiet=False, stamp=None, delta=None, base=None):
     """`publish_release` with a progress bar on stderr (none when `quiet`)."""
     fields = release_fields(blob, image)
+    dfields = delta_fields(fields, delta, base) if delta else None
     if quiet:
-        return publish_release(conn, blob, image, targets, root, stamp=stamp)
+        return publish_release(conn, blob, image, targets, root, stamp=stamp, delta=delta, base=base)
     from tqdm import tqdm
 
-    with tqdm(total=signing.message_count(fields), unit="chunk", desc="upload %s" % fields["id"], file=sys.stderr) as bar:
-        return publish_release(conn, blob, image, targets, root, bar.update, stamp)
+    total = signing.message_count(fields) + (signing.message_count(dfields) if dfields else 0)
+    with tqdm(total=total, unit="chunk", desc="upload %s" % fields["id"], file=sys.stderr) as bar:
+        return publish_release(conn, blob, image, targets, root, bar.update, stamp, delta, base)
 
 
 def cmd_publish(args):
     blob, image = read_file(args.manifest), read_file(args.image)
+    if bool(args.delta) != bool(args.delta_from):
+        raise CliError("a delta needs both --delta DELTA_MANIFEST and --delta-from OLD.bin")
+    delta, base = (read_file(args.delta), read_file(args.delta_from)) if args.delta else (None, None)
     targets = _targets(args)
     fields = release_fields(blob, image)
+    dfields = delta_fields(fields, delta, base) if delta else None
     with broker.from_args(args) as conn:
-        rid = upload(conn, blob, image, targets, args.root, args.quiet, timestamp.from_args(args))
+        rid = upload(conn, blob, image, targets, args.root, args.quiet, timestamp.from_args(args), delta, base)
     print("published release %s (version %s, %d chunks of %d bytes)%s" % (
         rid, fields["version"], fields["chunk_count"], fields["chunk_size"],
         "" if not targets else " to " + ", ".join(targets)))
+    print("  full (%s): %d bytes on the wire for a %d-byte image" % (fields["encoding"], fields["wire_size"], fields["size"]))
+    if dfields:
+        print("  delta %s from %s: %d bytes on the wire (%.1f %% of the image), for devices running that base" % (
+            dfields["id"], args.delta_from, dfields["wire_size"], 100.0 * dfields["wire_size"] / fields["size"]))
     _audit(args, "publish", release=rid, outcome=", ".join(targets) or "uploaded")
     return EXIT_OK
 
@@ -98,7 +129,7 @@ def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False):
     """Delete a release's retained messages. Refuses (StillTargeted) while a manifest topic
     names it, unless `untarget`, which clears those topics first. Returns the topics cleared."""
     targets = conn.retained(["%s/manifest/#" % root])
-    pointing = sorted(t for t, blob in targets.items() if signing.manifest_id(blob) == release)
+    pointing = sorted(t for t, message in targets.items() if message and release in signing.message_ids(message))
     if pointing and not untarget:
         raise StillTargeted(pointing)
     mtopic = broker.release_manifest_topic(root, release)
@@ -136,7 +167,7 @@ def cmd_prune(args):
 
 # --- status -----------------------------------------------------------------------------------
 
-COLUMNS = ("device", "online", "state", "version", "slot", "progress", "release", "target", "reason")
+COLUMNS = ("device", "online", "state", "version", "slot", "progress", "release", "target", "encoding", "reason")
 
 
 def fleet_status(messages, root=broker.DEFAULT_ROOT, devices=None):
@@ -251,6 +282,10 @@ def register(subparsers):
         "offer it to a fleet, a group or one device. Devices that come online later still get it.")
     p.add_argument("manifest", help="the signed manifest blob")
     p.add_argument("image", help="the image that manifest signs")
+    p.add_argument("--delta", metavar="DELTA_MANIFEST",
+                   help="also publish this signed delta of the same release (`mpota manifest --delta-from`): "
+                   "devices running its base take it, the others the full release")
+    p.add_argument("--delta-from", metavar="OLD.bin", help="the base image the delta was made from")
     _add_target(p, "the fleet to offer the release to")
     p.add_argument("--no-target", action="store_true", help="upload only; offer it later")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

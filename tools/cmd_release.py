@@ -6,12 +6,13 @@ signature; `verify` before publishing.
 """
 import hashlib
 import json
+import struct
 import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
-from mpota import imagecheck, signing
+from mpota import fwimage, imagecheck, signing
 from mpota.cli import EXIT_REFUSED, CliError
 from mpota.cmd_keys import private_key, public_key
 
@@ -27,20 +28,43 @@ def manifest(args):
     if not (args.key_id or args.pub):
         raise CliError("name the signing key: --pub PUBLIC.pem or --key-id HEX")
     key_id = public_key(args.pub) if args.pub else args.key_id
-    payload = _read(args.firmware)
+    payload, encoding, base = _read(args.firmware), args.encoding, None
     target = args.target or ("bundle" if payload[:4] == b"MOTB" else "firmware")  # `mpota bundle build` output
+    if args.delta_from:
+        if encoding != "raw":
+            raise CliError("--delta-from makes a delta release: leave out --encoding")
+        base, encoding = _read(args.delta_from), "delta"
+        check_base(base, payload, args.delta_from, target)
     try:
         if target == "firmware":
             imagecheck.check_app_image(payload, args.slot_size, args.firmware)
         tbs = signing.build_manifest(
             payload, board=args.board, version=args.version, counter=args.counter,
             chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry, target=target,
-            encoding=args.encoding, window_bits=args.window_bits,
+            encoding=encoding, window_bits=args.window_bits, base=base,
         )
     except (signing.FormatError, ValueError) as exc:  # imagecheck.ImageError included
         raise CliError(str(exc))
     Path(args.out).write_bytes(tbs)
-    print("wrote %s (%d bytes to sign)" % (args.out, len(tbs)))
+    wire = signing.parse_tbs(tbs)["wire_size"]
+    print("wrote %s (%d bytes to sign); %s payload: %d bytes on the wire for %d bytes (%.1f %%)" % (
+        args.out, len(tbs), encoding, wire, len(payload), 100.0 * wire / len(payload)))
+
+
+def check_base(base, firmware, name, target):
+    """Refuse a delta base no device would run: it must be an app image for the same chip."""
+    if target != "firmware":
+        raise CliError("a delta needs a firmware target: devices patch their running firmware only")
+    try:
+        fwimage.read_app_desc(base)
+        fwimage.read_app_desc(firmware)
+    except (ValueError, struct.error):
+        raise CliError("%s or the new firmware is not an ESP app image: devices run app images only, so no "
+                       "device could take a delta from it" % name) from None
+    if fwimage.HEADER.unpack_from(base)[7] != fwimage.HEADER.unpack_from(firmware)[7]:
+        raise CliError("%s is built for another chip than the new firmware: no device runs it" % name)
+    if base == firmware:
+        raise CliError("%s is the new firmware itself: nothing to patch" % name)
 
 
 def sign(args):
@@ -100,7 +124,11 @@ def register(subparsers):
                    "come from `mpota key rotate`")
     p.add_argument("--encoding", choices=["raw", "deflate"], default="raw",
                    help="how chunks travel: raw (default) or deflate (each chunk compressed on its own)")
-    p.add_argument("--window-bits", type=int, default=15, help="deflate window, 9..15 (device RAM: 2^bits bytes)")
+    p.add_argument("--delta-from", metavar="OLD.bin",
+                   help="make a delta release: chunks patch OLD.bin, the app image devices run now, into FIRMWARE. "
+                   "Publish it beside the full release (`mpota publish --delta`); devices running OLD.bin take it")
+    p.add_argument("--window-bits", type=int, default=10,
+                   help="deflate window for deflate and delta, 9..15 (device RAM: 2^bits bytes; default 10)")
     p.add_argument("--slot-size", type=lambda text: int(text, 0), default=imagecheck.default_slot_size(),
                    help="the board's app slot size in bytes: larger images are refused here, not after the "
                    "upload (default: 0x%x, MicroPython's ESP32 OTA table)" % imagecheck.default_slot_size())

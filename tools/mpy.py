@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lib" / "ota"
 
 # mpy-cross -march names and the number the .mpy header carries in bits 2..7 of byte 2
-ARCH_CODES = {"bytecode": 0, "armv6m": 4, "armv7emsp": 7, "xtensa": 9, "xtensawin": 10}
+ARCH_CODES = {"bytecode": 0, "x64": 2, "armv6m": 4, "armv7emsp": 7, "xtensa": 9, "xtensawin": 10}
 MPY_VERSION = 6
+NATIVE_MARK = "@micropython.viper"
 
 
 class BuildError(Exception):
@@ -50,6 +51,8 @@ def build(arch, out_dir, package=PACKAGE):
     exe = mpy_cross()
     written = []
     for src in sources:
+        if arch == "bytecode" and NATIVE_MARK in src.read_text():
+            continue  # native code needs an architecture; the module's callers fall back to Python
         out = out_dir / (src.stem + ".mpy")
         cmd = [exe, "-o", str(out), "-s", "%s/%s" % (package.name, src.name)]
         if arch != "bytecode":

@@ -6,12 +6,13 @@ both against the same blobs. Importing this module has no side effects.
 import hashlib
 import re
 import struct
-import zlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from mpota import encodings
 
 # P-256 domain parameters (FIPS 186-4 D.1.2.3).
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
@@ -253,18 +254,18 @@ def write_trust_file(public_keys, path, teeth=TRUST_TEETH, *, serial=0, roles=No
 
 # --- payload chunks and the digest table ------------------------------------------------------
 
-def payload_chunks(result, chunk_size, encoding="raw", window_bits=15):
+def payload_chunks(result, chunk_size, encoding="raw", window_bits=encodings.WBITS, base=None):
     """The payload chunk messages for `result` (raw: slices; deflate: each slice compressed on
-    its own as a raw deflate stream; delta: `result` is the patch, sliced)."""
-    slices = [bytes(result[i:i + chunk_size]) for i in range(0, len(result), chunk_size)]
-    if encoding != "deflate":
-        return slices
-    out = []
-    for piece in slices:
-        z = zlib.compressobj(9, zlib.DEFLATED, -window_bits)
-        out.append(z.compress(piece) + z.flush())
-        if len(out[-1]) > chunk_size + DEFLATE_SLACK:
-            raise FormatError("a compressed chunk exceeds chunk size + %d bytes" % DEFLATE_SLACK)
+    its own as a raw deflate stream; delta: each slice as bsdiff records against `base`,
+    compressed the same way; docs/FORMAT.md section 4)."""
+    if encoding == "raw":
+        return [bytes(result[i:i + chunk_size]) for i in range(0, len(result), chunk_size)]
+    if encoding == "delta":
+        out = encodings.delta_chunks(bytes(base), bytes(result), chunk_size, window_bits)
+    else:
+        out = encodings.deflate_chunks(bytes(result), chunk_size, window_bits)
+    if any(len(c) > chunk_size + DEFLATE_SLACK for c in out):
+        raise FormatError("an encoded chunk exceeds chunk size + %d bytes" % DEFLATE_SLACK)
     return out
 
 
@@ -291,10 +292,13 @@ def message_count(fields):
     return fields["chunk_count"] + 1 + table_geometry(fields["chunk_count"], fields["chunk_size"])[1]
 
 
-def chunk_messages(fields, payload):
+def chunk_messages(fields, payload, base=None):
     """Every chunk message of a release, in index order: payload chunks, index, pages. Raises
-    FormatError when `payload` (the result, or the patch for delta) is not what the manifest signs."""
-    chunks = payload_chunks(payload, fields["chunk_size"], fields["encoding"], fields["window_bits"] or 15)
+    FormatError when `payload` (the result; for delta with its `base`) is not what the manifest signs."""
+    if fields["encoding"] == "delta" and (base is None or len(base) != fields["base_size"]
+                                          or hashlib.sha256(base).digest() != fields["base_digest"]):
+        raise FormatError("a delta release needs the exact base image its manifest names")
+    chunks = payload_chunks(payload, fields["chunk_size"], fields["encoding"], fields["window_bits"], base)
     index, pages = digest_table(chunks, fields["chunk_size"])
     if len(chunks) != fields["chunk_count"] or hashlib.sha256(index).digest() != fields["table_root"]:
         raise FormatError("the payload does not match the manifest's digest table")
@@ -314,10 +318,10 @@ def _key_id(key_id):
 
 
 def build_manifest(payload, *, board, version, counter, chunk_size, key_id, target="firmware",
-                   encoding="raw", expiry=None, window_bits=15, patch=None, base=None):
+                   encoding="raw", expiry=None, window_bits=encodings.WBITS, base=None):
     """The to-be-signed manifest bytes for the result `payload` (bytes). `key_id`: 8 bytes, a hex
-    string or the signer's public key. Delta: `patch` (the patch bytes) and `base` (the base
-    image). Every bound the device checks is checked here first."""
+    string or the signer's public key. Delta: `base`, the image the device runs (the patch is
+    made from it). Every bound the device checks is checked here first."""
     key_id = _key_id(key_id)
     board_b, version_b = _bytes(board), _bytes(version)
     if not BOARD_RE.match(board_b):
@@ -328,9 +332,9 @@ def build_manifest(payload, *, board, version, counter, chunk_size, key_id, targ
         raise FormatError("target must be one of %s" % ", ".join(TARGETS))
     if encoding not in ENCODINGS:
         raise FormatError("encoding must be one of %s" % ", ".join(ENCODINGS))
-    if (encoding == "delta") != (patch is not None and base is not None):
-        raise FormatError("a delta manifest needs the patch and its base image, and only a delta does")
-    if encoding == "deflate" and not 9 <= window_bits <= 15:
+    if (encoding == "delta") != bool(base):
+        raise FormatError("a delta manifest needs its base image, and only a delta has one")
+    if encoding != "raw" and not 9 <= window_bits <= 15:
         raise FormatError("deflate window bits must be 9..15")
     if not 0 <= counter <= 0xFFFFFFFF:
         raise FormatError("security counter must be 0..4294967295")
@@ -340,11 +344,11 @@ def build_manifest(payload, *, board, version, counter, chunk_size, key_id, targ
         raise FormatError("chunk size must be %d..%d" % (CHUNK_MIN, CHUNK_MAX))
     if expiry is not None and not 1 <= expiry < 1 << 63:
         raise FormatError("expiry must be a positive Unix time")
-    chunks = payload_chunks(patch if encoding == "delta" else payload, chunk_size, encoding, window_bits)
+    chunks = payload_chunks(payload, chunk_size, encoding, window_bits, base)
     index, _ = digest_table(chunks, chunk_size)
     header = HEADER.pack(
         MAGIC, FORMAT_VERSION, TARGETS[target], HEADER.size + len(board_b) + len(version_b), key_id,
-        ENCODINGS[encoding], len(board_b), len(version_b), window_bits if encoding == "deflate" else 0, counter,
+        ENCODINGS[encoding], len(board_b), len(version_b), window_bits if encoding != "raw" else 0, counter,
         len(payload), chunk_size, len(chunks), sum(len(c) for c in chunks), expiry or 0,
         hashlib.sha256(payload).digest(), hashlib.sha256(index).digest(),
         len(base) if base else 0, hashlib.sha256(base).digest() if base else bytes(32), 0,
@@ -372,12 +376,11 @@ def parse_tbs(tbs):
     encodings = {v: k for k, v in ENCODINGS.items()}
     if target not in targets or encoding not in encodings:
         raise FormatError("unsupported target %d or encoding %d" % (target, encoding))
-    if (encoding == 1) != (wbits != 0) or (wbits and not 9 <= wbits <= 15):
+    if (encoding != 0) != (wbits != 0) or (wbits and not 9 <= wbits <= 15):
         raise FormatError("bad deflate window bits")
     if (encoding == 2) != (base_size != 0) or (encoding != 2 and any(base_digest)):
         raise FormatError("delta base fields do not match the encoding")
-    stream = wire_size if encoding == 2 else size
-    if not CHUNK_MIN <= chunk_size <= CHUNK_MAX or size < 1 or chunk_count != -(-stream // chunk_size) \
+    if not CHUNK_MIN <= chunk_size <= CHUNK_MAX or size < 1 or chunk_count != -(-size // chunk_size) \
             or wire_size < chunk_count or (encoding == 0 and wire_size != size):
         raise FormatError("inconsistent chunk geometry")
     table_geometry(chunk_count, chunk_size)
@@ -411,12 +414,25 @@ def build_timestamp(*, level, fleet, name=None, release, counter, issued, expire
 
 def split_message(message):
     """(manifest blob, timestamp record or b"") of a manifest topic's message."""
+    blob, record, _ = split_variants(message)
+    return blob, record
+
+
+def split_variants(message):
+    """(manifest blob, timestamp record or b"", delta variant blobs as bytes) of a manifest
+    topic's message (docs/FORMAT.md section 1)."""
     message = bytes(message)
     if len(message) < HEADER.size:
         raise FormatError("message too short for a manifest")
     end = HEADER.unpack_from(message)[3]
     end += 1 + message[end] if end < len(message) else 0
-    return message[:end], message[end:]
+    blob, rest = message[:end], message[end:]
+    record = b""
+    if rest[:4] == STAMP_MAGIC and len(rest) >= 8:
+        rlen = int.from_bytes(rest[6:8], "big")
+        rlen += 1 + rest[rlen] if rlen < len(rest) else 0
+        record, rest = rest[:rlen], rest[rlen:]
+    return blob, record, rest
 
 
 # --- signatures and blobs -------------------------------------------------------------------
@@ -473,6 +489,19 @@ def manifest_id(blob_or_tbs):
     The signature is left out: ECDSA signatures are malleable, a release's name must not be."""
     data = bytes(blob_or_tbs)
     return hashlib.sha256(data[: HEADER.unpack_from(data)[3]]).digest()[:8].hex()
+
+
+def message_ids(message):
+    """The ids of every manifest in a manifest topic's message: the release's, then its delta
+    variants' (docs/FORMAT.md section 1)."""
+    blob, _, rest = split_variants(message)
+    ids = [manifest_id(blob)]
+    while len(rest) >= HEADER.size:
+        end = HEADER.unpack_from(rest)[3]
+        end += 1 + rest[end] if end < len(rest) else 0
+        ids.append(manifest_id(rest[:end]))
+        rest = rest[end:]
+    return ids
 
 
 def verify(blob, public_key):

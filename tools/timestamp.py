@@ -47,8 +47,8 @@ def refresh(conn, stamper):
     messages = {}
     for topic, message in sorted(retained.items()):
         if message:
-            blob, _ = signing.split_message(message)
-            messages[topic] = blob + stamper.record(topic, blob)
+            blob, _, variants = signing.split_variants(message)
+            messages[topic] = blob + stamper.record(topic, blob) + variants
     conn.wait([conn.publish(t, m) for t, m in messages.items()])
     return sorted(messages)
 

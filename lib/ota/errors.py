@@ -3,7 +3,9 @@
 # Reason codes are stable strings: status reports, the audit log and docs use them verbatim.
 # The manifest check (docs/FORMAT.md) raises FormatError as bad_format, unsupported or
 # bad_geometry; SignatureError as bad_signature or unknown_key; PolicyError as wrong_board,
-# downgrade, expired or too_large; StateError as bad_history when no copy of the anti-downgrade
+# downgrade, expired or too_large. The updater adds PolicyError wrong_base (a delta whose base is
+# not the running image) and FormatError bad_patch (a deflate or delta chunk that does not decode
+# to exactly its piece: corrupt stream, zip bomb, record outside its piece or the base); StateError as bad_history when no copy of the anti-downgrade
 # floor can be read (every update is refused); FormatError as bad_config from config.check().
 # Damage the device recovers from is reported in `fault` events, not raised: bad_progress,
 # bad_state (a JSON state file), torn, bad_history (one copy), bad_config, no_memory.

@@ -26,8 +26,9 @@ STATES = {
 _listeners: list = []
 _pending: list = []
 # version and slot: the running firmware; release and target: the release acted on, its version.
+# encoding: how the release acted on travels (raw, deflate or delta).
 _state = {"state": "idle", "version": None, "slot": None, "release": None, "target": None, "progress": 0,
-          "reason": None}
+          "reason": None, "encoding": None}
 
 
 def listen(fn):
@@ -45,7 +46,7 @@ def forget(fn):
 
 def emit(kind, **fields):
     _state["state"] = STATES.get(kind, _state["state"])
-    for key in ("version", "slot", "release", "target", "progress", "reason"):
+    for key in ("version", "slot", "release", "target", "progress", "reason", "encoding"):
         if key in fields:
             _state[key] = fields[key]
     if kind in ("offered", "trial"):

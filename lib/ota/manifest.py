@@ -33,7 +33,8 @@ class Manifest:
     """An authentic, acceptable release: see docs/FORMAT.md section 2 for each field."""
 
     def __init__(self, tbs_digest, f, board, version):
-        self.id = hexlify(tbs_digest[:8]).decode()
+        self.id = hexlify(tbs_digest[:8]).decode()  # names this manifest's chunks on the wire
+        self.release = self.id  # the release it delivers: a delta variant's is its full manifest's id
         self.target = _TARGETS[f[2] - 1]
         self.key_id = hexlify(f[4]).decode()
         self.encoding = _ENCODINGS[f[5]]
@@ -110,7 +111,7 @@ def check(blob, keys, board, min_counter, slot_size, now=None, tick=None):
     name = _text(name, 0x21)
     version = _text(mv[_HEADER_SIZE + blen:tbs_len], 0x21)
     encoding, wbits = f[5], f[8]
-    if encoding >= len(_ENCODINGS) or (encoding == 1) != (wbits != 0) or wbits and not 9 <= wbits <= 15:
+    if encoding >= len(_ENCODINGS) or (encoding != 0) != (wbits != 0) or wbits and not 9 <= wbits <= 15:
         raise FormatError("unsupported", "encoding %d window %d" % (encoding, wbits))
     _geometry(f, encoding)
 
@@ -130,10 +131,9 @@ def check(blob, keys, board, min_counter, slot_size, now=None, tick=None):
 
 def _geometry(f, encoding):
     size, chunk, count, wire, base_size = f[10], f[11], f[12], f[13], f[17]
-    stream = wire if encoding == 2 else size
     fanout = chunk // 32
     pages = (count + fanout - 1) // fanout if fanout else 0  # a chunk under 32 bytes is refused below
-    if (size < 1 or count < 1 or not _CHUNK_MIN <= chunk <= _CHUNK_MAX or count != (stream + chunk - 1) // chunk
+    if (size < 1 or count < 1 or not _CHUNK_MIN <= chunk <= _CHUNK_MAX or count != (size + chunk - 1) // chunk
             or wire < count or (encoding == 0 and wire != size) or pages > fanout or count + 1 + pages > _CHUNKS_MAX
             or (encoding == 2) != (base_size != 0) or (encoding != 2 and f[18] != bytes(32))):
         raise FormatError("bad_geometry", "size %d chunk %d count %d wire %d" % (size, chunk, count, wire))

@@ -380,7 +380,7 @@ class Transport:
         except OTAError as exc:
             # Never asked again at once: the release pauses (a broker that keeps sending a bad
             # chunk must not get a request per round). A round's bad chunks are one strike.
-            release = self.manifest and self.manifest.id
+            release = self.manifest and self.manifest.release
             self._on_event("chunk_refused", {"release": release, "index": index, "reason": exc.reason})
             if not self._held():
                 self._strike(release)
@@ -398,7 +398,7 @@ class Transport:
     def _on_oversize(self, topic, size):
         """A chunk too big for the receive buffer was thrown away: the broker holds a bad one."""
         if topic and self.prefix and topic.startswith(self.prefix):
-            release = self.manifest and self.manifest.id
+            release = self.manifest and self.manifest.release
             self._on_event("chunk_refused", {"release": release, "index": chunk_index(topic[len(self.prefix):]),
                                              "reason": "bad_chunk"})
             if not self._held():
@@ -500,7 +500,7 @@ class Transport:
             self.prefix = b""
             return
         if self.max_chunk is not None and m.chunk_size > self.max_chunk:
-            self.events.emit("rejected", release=m.id, reason="chunk_size")
+            self.events.emit("rejected", release=m.release, reason="chunk_size")
             return
         if self.manifest is None or m.id != self.manifest.id:
             self._drop_window()

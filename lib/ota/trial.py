@@ -89,7 +89,8 @@ def on_boot(wdt_ms=30000, confirm_within_ms=300000):
         _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
         if pending is not None:
             _running = (pending["release"], pending["version"])
-        events.emit("trial", release=_running[0], target=_running[1], version=_running[1], slot=slot, progress=100)
+        events.emit("trial", release=_running[0], target=_running[1], version=_running[1], slot=slot, progress=100,
+                    encoding=pending and pending.get("encoding"))
         return True
     if pending is not None:
         _running = (pending["release"], pending["version"])
@@ -208,7 +209,8 @@ def _confirmed(pending):
         store.remove(store.MANIFEST)
         store.remove(store.PENDING)
         store.remove(_UNREACHED)
-    events.emit("confirmed", release=release, version=version, slot=part.info()[4], reason=None)
+    events.emit("confirmed", release=release, version=version, slot=part.info()[4], reason=None,
+                encoding=pending and pending.get("encoding"))
 
 
 def _fail(reason):

@@ -12,7 +12,12 @@ Every chunk is checked against the digest table the manifest commits to (docs/FO
 section 3) before a byte of it is written: the table arrives as extra chunks (index, then
 pages), is checked against the signed root and kept in `.ota/table`, read one digest at a time.
 A trust update (target `trust`) is written to `.ota/trust.new` the same way and replaces the
-trust file in place, without a reboot."""
+trust file in place, without a reboot.
+
+Deflate and delta releases (docs/FORMAT.md section 4): each verified chunk is decoded into one
+preallocated piece and that piece is written. A manifest message may carry delta variants of its
+release after the timestamp record; the device takes the one made against the image it runs
+(its running slot hashed once per base size) and the full release otherwise."""
 
 import hashlib
 import os
@@ -22,7 +27,7 @@ import machine
 from micropython import const
 
 from ota import events, history, manifest, otadata, store, trial, trust
-from ota.errors import FormatError, IntegrityError, OTAError, StateError
+from ota.errors import FormatError, IntegrityError, OTAError, PolicyError, StateError
 from ota.policy import now as install_now
 from ota.filesink import FileSink
 from ota.progress import Progress, test_bit
@@ -33,6 +38,7 @@ try:
 except ImportError:  # rp2: no firmware slot; app bundles only (ota.bundle)
     esp32 = None  # type: ignore[assignment]
 
+_SLACK = const(64)  # an encoded chunk is at most chunk size + 64 bytes (docs/FORMAT.md section 4)
 _SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
 _COOLDOWN_MS = const(2000)  # a refused message is not asked for again before this, doubled per refusal
 _COOLDOWN_SHIFT_MAX = const(6)  # at most about 2 minutes
@@ -40,6 +46,7 @@ _COOLDOWN_SLOTS = const(8)  # refused indices remembered: constant RAM whatever 
 _TRUST_MAX = const(147056)  # the largest trust file: 8 keys, 8 teeth
 TABLE = store.STATE_DIR + "/table"  # the verified digest table of the download in progress
 TRUST_NEW = store.STATE_DIR + "/trust.new"
+_VARIANTS_MAX = const(4)  # delta variants a manifest message may carry after the release's own blob
 
 
 class Updater:
@@ -53,10 +60,10 @@ class Updater:
         self.clock = clock  # seconds since 1970 when the device has a trusted clock
         self.tick = tick  # called during long work, e.g. to feed a watchdog
         self.version = trial.running()[1]  # from the signed manifest it was installed with
-        self.target = None
+        self.running = self.target = None
         if esp32:
-            running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-            self.target = running.get_next_update()
+            self.running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
+            self.target = self.running.get_next_update()
         self.manifest = None
         self.progress = None
         self.slot = None
@@ -67,28 +74,67 @@ class Updater:
         self._percent = -1
         self._buf = bytearray(SECTOR)  # for hashing the slot, allocated before any big work
         self._cooling: dict = {}  # index -> (refusals, ticks_ms when it may be asked again)
+        self._base = (0, None)  # (base size, SHA-256 of that much of the running slot): hashed once
+        self._decoder = None  # an ota.encoding.Decoder for deflate and delta releases
+        self._skipped = None  # why a delta variant of the offered release was not taken
 
     def _check(self, message):
-        """The Manifest in a manifest topic's `message` (blob, then maybe a timestamp record)."""
-        end = manifest.blob_length(message)
-        blob, record = memoryview(message)[:end], memoryview(message)[end:]
+        """The Manifest to download for a manifest topic's `message`: the release's own blob,
+        its timestamp record when there is one, then delta variants (docs/FORMAT.md section 1)."""
+        blob, record, variants = _split(message)
+        m, floor, capacity, now = self._check_blob(blob, record)
+        self._skipped = None
+        for variant in variants:
+            try:
+                d = self._variant(m, variant, floor, capacity, now)
+                self._skipped = None
+                return d
+            except OTAError as exc:
+                self._skipped = exc.reason
+        if m.encoding == "delta":
+            self._check_base(m.base_size, m.base_digest)
+        return m
+
+    def _variant(self, full, blob, floor, capacity, now):
+        """`blob` as the delta of release `full` made against the running image, or an OTAError.
+        The cheap checks come first: most devices of a fleet run another base than the delta's."""
+        if len(blob) < 148 or blob[16] != 2 or bytes(blob[48:80]) != full.digest:
+            raise FormatError("bad_format", "not a delta of this release")
+        self._check_base(int.from_bytes(blob[112:116], "big"), bytes(blob[116:148]))
+        d = manifest.check(blob, self.keys, self.board, floor, capacity, now, self.tick)
+        if (d.encoding != "delta" or d.target != full.target or d.digest != full.digest or d.size != full.size
+                or d.counter != full.counter or d.version != full.version):
+            raise FormatError("bad_format", "not a delta of this release")
+        d.release = full.id
+        return d
+
+    def _check_base(self, size, digest):
+        """Refuse a delta whose base (`size` bytes with SHA-256 `digest`) is not the start of the
+        running slot. The slot is hashed once per size: the running image cannot change."""
+        if self.running is None or not 0 < size <= self.running.info()[3]:
+            raise PolicyError("wrong_base", "the base does not fit the running slot")
+        if self._base[0] != size:
+            self._base = (size, Slot(self.running, None).sha256(size, self._buf, self.tick))
+        if self._base[1] != digest:
+            raise PolicyError("wrong_base", "this device does not run the patch's base image")
+
+    def _check_blob(self, blob, record):
+        """(the release's Manifest, counter floor, capacity, time) for its blob and record."""
         now = self.clock() if self.clock else None
         if self.fresh and self.fresh.required:
             now = self.fresh.check(record, blob, self.tick)
-        elif len(record) and bytes(record[:4]) != b"MOTS":
-            raise FormatError("bad_format", "trailing bytes after the manifest")
-        if message[5] == 3:  # a trust update: its floor is the serial of the trust file in use
+        if blob[5] == 3:  # a trust update: its floor is the serial of the trust file in use
             floor, capacity = self._trust_serial(), _TRUST_MAX
-        elif message[5] == 2:  # an app bundle: its own floor, the filesystem's room
+        elif blob[5] == 2:  # an app bundle: its own floor, the filesystem's room
             from ota.bundle import limits
 
-            floor, capacity = limits(int.from_bytes(message[28:32], "big"))  # chunk size: checked next
+            floor, capacity = limits(int.from_bytes(blob[28:32], "big"))  # chunk size: checked next
         else:
             floor, capacity = history.load()["counter"], self.target.info()[3] if self.target else 0
         m = manifest.check(blob, self.keys, self.board, floor, capacity, now, self.tick)
-        if m.encoding != "raw":
+        if m.encoding != "raw" and m.target != "firmware":
             raise FormatError("unsupported", "%s %s: no sink for it on this device" % (m.target, m.encoding))
-        return m
+        return m, floor, capacity, now
 
     def _trust_serial(self):
         return trust.read(self.trust_path).serial
@@ -111,7 +157,7 @@ class Updater:
             events.emit("rejected", reason=getattr(exc, "reason", "bad_format"))
             raise
         past = history.load()
-        if m.id == past["release"] or m.id in past["failed"] or (bundles and m.id == bundles.running_release()):
+        if m.release == past["release"] or m.release in past["failed"] or (bundles and m.release == bundles.running_release()):
             return None
         if m.target == "trust" and m.counter == self._trust_serial():
             return None  # this trust file is the one in use
@@ -120,7 +166,7 @@ class Updater:
             self._blob = blob  # the same release with a newer timestamp record: finish() checks that one
             return current
         if current and (self._verified or m.counter < current.counter):
-            events.emit("rejected", release=m.id, reason="busy")
+            events.emit("rejected", release=m.release, reason="busy")
             raise StateError("busy", "another update is in progress")
         signed = bytes(blob[:manifest.blob_length(blob)])  # without the timestamp record, refreshed often
         saved = Progress.load()
@@ -129,7 +175,7 @@ class Updater:
                 and store.read(store.MANIFEST) == signed:
             progress = saved
         elif saved and m.counter < saved.counter and self._resumable(saved):
-            events.emit("rejected", release=m.id, reason="busy")
+            events.emit("rejected", release=m.release, reason="busy")
             raise StateError("busy", "a newer download is in progress")
         else:
             progress = Progress(m.id, m.counter, count, sectors)
@@ -145,9 +191,14 @@ class Updater:
             self.slot = Sink(m, progress, self.tick)
         else:
             self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
+        self._decoder = self._new_decoder(m)
         self._verified = self._asked = False
         self._unsaved = 0
-        events.emit("offered", release=m.id, target=m.version, resumed=progress.count, progress=_percent(progress))
+        fields = {"release": m.release, "target": m.version, "resumed": progress.count, "progress": _percent(progress),
+                  "encoding": m.encoding, "wire": m.wire_size}
+        if self._skipped:
+            fields["delta"] = self._skipped  # a delta was published and not taken, and why
+        events.emit("offered", **fields)
         return m
 
     def _resumable(self, saved):
@@ -214,7 +265,7 @@ class Updater:
             self._refused(index)
             raise
         if index < n:
-            slot.write(index * m.chunk_size, data)
+            slot.write(index * m.chunk_size, self._decode(m, index, data))
         self._cooling.pop(index, None)
         p.mark(index)
         self._unsaved += 1
@@ -223,9 +274,26 @@ class Updater:
             self._unsaved = 0
         percent = _percent(p)
         if percent // 5 != self._percent // 5:
-            events.emit("downloading", release=m.id, progress=percent)
+            events.emit("downloading", release=m.release, progress=percent)
         self._percent = percent
         return True
+
+    def _new_decoder(self, m):
+        """The decoder of an encoded release, its buffers allocated now; None for raw."""
+        if m.encoding == "raw":
+            return None
+        from ota.encoding import Decoder  # imported only when needed: a raw update never pays its heap
+
+        # the slot-hashing buffer is idle while chunks arrive: it holds each decoded piece
+        return Decoder(m.chunk_size, m.window_bits, self.running, m.base_size, self._buf)
+
+    def _decode(self, m, index, data):
+        """The piece of the result that verified chunk `index` stands for (bad_patch if none)."""
+        d = self._decoder
+        if d is None:
+            return data
+        length = min(m.chunk_size, m.size - index * m.chunk_size)
+        return d.delta(data, length) if m.encoding == "delta" else d.deflate(data, length)
 
     def _write_table(self, m, p, j, data):
         # j = 0: the index, checked against the signed root; j > 0: page j-1, against the index.
@@ -249,6 +317,8 @@ class Updater:
 
     def _check_chunk(self, m, p, index, data):
         expected = m.chunk_size if index < m.chunk_count - 1 else m.size - m.chunk_size * (m.chunk_count - 1)
+        if m.encoding != "raw":
+            expected = len(data) if 1 <= len(data) <= m.chunk_size + _SLACK else -1
         if len(data) != expected:
             raise FormatError("bad_chunk", "wrong chunk length")
         if not test_bit(p.received, m.chunk_count + 1 + index // m.fanout):
@@ -264,14 +334,14 @@ class Updater:
         p.save()
         if slot.sha256(m.size, self._buf, self.tick) != m.digest:
             self._restart(m, p, slot)
-            events.emit("rejected", release=m.id, reason="bad_digest")
+            events.emit("rejected", release=m.release, reason="bad_digest")
             raise IntegrityError("bad_digest", "flash content does not match the manifest")
         if self._check(self._blob).id != m.id:
             raise IntegrityError("bad_signature", "manifest changed")
         if m.target == "trust":
             self._check_trust_file(m)
         self._verified = True
-        events.emit("verified", release=m.id, target=m.version)
+        events.emit("verified", release=m.release, target=m.version)
 
     def install(self):
         """Switch to the verified slot and hard-reset, once the application permits.
@@ -284,25 +354,28 @@ class Updater:
             return self._install_trust(m)
         if not self.permission():
             if not self._asked:
-                events.emit("awaiting_permission", release=m.id, target=m.version)
+                events.emit("awaiting_permission", release=m.release, target=m.version)
                 self._asked = True
             return False
-        events.emit("installing", release=m.id, target=m.version)
+        events.emit("installing", release=m.release, target=m.version)
         if m.target == "bundle":
             return slot.install(m, self.tick)  # unpacks, checks, activates and resets; or raises
         if self.target is None:
             raise StateError("unsupported", "no firmware slot on this board")
-        pending = {"release": m.id, "version": m.version, "counter": m.counter, "from": self.version,
+        pending = {"release": m.release, "version": m.version, "counter": m.counter, "from": self.version,
+                   "encoding": m.encoding,
                    "slot": otadata.slot_index(self.target), "seq": otadata.newest()[0]}
         store.write_json(store.PENDING, pending)
+        self._decoder = None  # the image is verified: its decoding buffers go before the switch
         try:
             self.target.set_boot()
         except OSError:
             store.remove(store.PENDING)
             self._restart(m, p, slot)
-            events.emit("rejected", release=m.id, reason="invalid_image")
+            self._decoder = self._new_decoder(m)
+            events.emit("rejected", release=m.release, reason="invalid_image")
             raise IntegrityError("invalid_image", "the bootloader's image check failed")
-        events.emit("rebooting", release=m.id, target=m.version)
+        events.emit("rebooting", release=m.release, target=m.version)
         # A hard reset, never deep sleep: a deep-sleep wake skips the bootloader's rollback check.
         machine.reset()
 
@@ -313,7 +386,7 @@ class Updater:
             new = None
         if new is None or new.serial != m.counter or not any(k.roles & trust.TRUST for k in new.keys):
             self._restart(m, self.progress, self.slot)
-            events.emit("rejected", release=m.id, reason="bad_trust")
+            events.emit("rejected", release=m.release, reason="bad_trust")
             raise FormatError("bad_trust", "the new trust file is not acceptable")
 
     def _install_trust(self, m):
@@ -324,7 +397,7 @@ class Updater:
         store.remove(store.MANIFEST)
         self.manifest = self.progress = self.slot = self._blob = None
         self._verified = False
-        events.emit("trusted", release=m.id, serial=m.counter)
+        events.emit("trusted", release=m.release, serial=m.counter)
         return True
 
     def _restart(self, m, p, slot):
@@ -353,3 +426,26 @@ def _read_digest(offset):
 
 def _percent(progress):
     return progress.count * 100 // progress.chunk_count
+
+
+def _split(message):
+    """(release blob, timestamp record, [delta variant blobs]) of a manifest topic's message:
+    each part's own length fields say where it ends; anything else is bad_format."""
+    mv = memoryview(message)
+    end = manifest.blob_length(mv)
+    blob, rest = mv[:end], mv[end:]
+    record = rest[:0]
+    if len(rest) >= 8 and bytes(rest[:4]) == b"MOTS":
+        end = rest[6] << 8 | rest[7]
+        if end >= len(rest):
+            raise FormatError("bad_format", "timestamp record lengths")
+        end += 1 + rest[end]
+        record, rest = rest[:end], rest[end:]
+    variants: list = []
+    while len(rest):
+        end = manifest.blob_length(rest)
+        if end > len(rest) or len(variants) == _VARIANTS_MAX:
+            raise FormatError("bad_format", "trailing bytes after the manifest")
+        variants.append(rest[:end])
+        rest = rest[end:]
+    return blob, record, variants

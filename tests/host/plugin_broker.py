@@ -210,6 +210,7 @@ class Sink:
         f = struct.unpack_from(">4sBBH8sBBBBIIIIIQ32s32sI32sI", blob)
         m = Release()
         m.id = binascii.hexlify(hashlib.sha256(blob[:f[3]]).digest()[:8]).decode()
+        m.release = m.id  # as ota.manifest.Manifest: the release a download delivers
         m.counter, m.size, m.chunk_size, m.chunk_count = f[9], f[10], f[11], f[12]
         m.version = bytes(blob[152 + f[6]:152 + f[6] + f[7]]).decode()
         if self.m and self.m.id == m.id:

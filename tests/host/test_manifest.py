@@ -189,7 +189,8 @@ def test_format_bounds(env):
         (field(36, 5001), "bad_geometry"),  # wire size differs from size for raw
         (field(112, 10), "bad_geometry"),  # a base on a raw release
         (field(116, 1, 32), "bad_geometry"),
-        (field(16, 2, 1), "bad_geometry"),  # delta without a base
+        (field(16, 2, 1), "unsupported"),  # delta without window bits
+        (signing_attach_raw(tbs[:16] + b"\x02" + tbs[17:19] + b"\x0c" + tbs[20:], key), "bad_geometry"),  # delta, no base
     ]
     got = [r.get("refused", "ok") for r in run_checks(env, [(b, {}) for b, _ in cases])]
     assert got == [reason for _, reason in cases]

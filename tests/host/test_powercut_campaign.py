@@ -5,13 +5,16 @@ random step the device has reported plus a random delay of up to 50 ms, so the c
 the whole update whatever the machine's speed.
 
 Normal runs: 200 cuts with a 160 KiB image in 1000-byte chunks (a chunk size that does not divide
-a sector). OTA_SOAK=1: 1000 cuts with a 1.5 MiB image in 4 KiB chunks."""
+a sector). OTA_SOAK=1: 1000 cuts with a 1.5 MiB image in 4 KiB chunks. Both for a raw release and
+for a delta one (patching: every piece read from the running slot, decoded, written)."""
 import os
 import random
 import re
 import shutil
 import time
 from collections import Counter
+
+import pytest
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline_env import FW_HEALTHY, PipelineBoard, new_signer
@@ -37,17 +40,25 @@ def _phase(console):
     return event or ("trial boot" if boot_state == "PENDING_VERIFY" else "boot")
 
 
-def test_power_cut_at_random_instants(tmp_path, capsys):
+@pytest.mark.parametrize("encoding", ["raw", "delta"])
+def test_power_cut_at_random_instants(tmp_path, capsys, encoding):
     signer = new_signer(tmp_path)
     blob, image = signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=IMAGE_SIZE, chunk_size=CHUNK)
+    base, variants = None, ()
+    if encoding == "delta":  # published beside the full release; boards run its base, so they take it
+        base = signer.release("1.0.0", {"fw": FW_HEALTHY})[1]
+        variants = (signer.release_of(image, version="2.0.0", counter=2, chunk_size=CHUNK, encoding="delta",
+                                      base=base)[0],)
     chunk_count = -(-IMAGE_SIZE // CHUNK)
 
     def new_board(seed):
         def make(image, heapsize):
             return SimDevice(tmp_path / ("board%d" % seed), image, None, heapsize)
 
-        board = PipelineBoard(make, signer, wdt_ms=500, app={"seed": seed, "duplicates": 20})
-        board.stage(blob, image)
+        # delta: more heap, as in test_encoded_updates (the simulator's image check allocates a sector)
+        board = PipelineBoard(make, signer, wdt_ms=500, app={"seed": seed, "duplicates": 20},
+                              heapsize="160K" if encoding == "raw" else "192K")
+        board.stage(blob, image, variants=variants, base=base)
         return board
 
     calibration = new_board(0)
@@ -55,6 +66,7 @@ def test_power_cut_at_random_instants(tmp_path, capsys):
     calibration.device.run(timeout=120)
     full_run = time.monotonic() - start
     assert calibration.device.boot_log()[-1]["version"] == "2.0.0"
+    assert [f["encoding"] for k, f in calibration.events() if k == "offered"] == [encoding]
     steps = len(calibration.events())  # the cut waits for a random step, then a random delay
 
     rng = random.Random(2026)
@@ -97,7 +109,8 @@ def test_power_cut_at_random_instants(tmp_path, capsys):
     from_zero = sum(1 for _, got in results if got == 0)
     finished_before = sum(1 for _, got in results if got is None)
     with capsys.disabled():
-        print("\npower cuts: %d (image %d bytes, %d chunks, full update %.2f s)" % (RUNS, IMAGE_SIZE, chunk_count, full_run))
+        print("\npower cuts: %d, %s release (image %d bytes, %d chunks, full update %.2f s)" % (
+            RUNS, encoding, IMAGE_SIZE, chunk_count, full_run))
         print("  cut after step: " + ", ".join("%s %d" % kv for kv in sorted(phases.items())))
         print("  resumed with chunks already in flash: %d; restarted from zero: %d; "
               "download already installed: %d" % (resumed, from_zero, finished_before))

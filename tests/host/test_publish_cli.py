@@ -103,7 +103,7 @@ def test_status_table_from_retained_states(mosquitto, capsys):
         conn.wait([
             conn.publish("ota/status/dev-1/state", json.dumps({"device": "dev-1", "state": "downloading", "version": "1.0.0",
                                                                 "slot": 0, "release": "ab" * 8, "progress": 35,
-                                                                "reason": None})),
+                                                                "reason": None, "encoding": "delta"})),
             conn.publish("ota/status/dev-1/online", b"1"),
             conn.publish("ota/status/dev-2/state", json.dumps({"device": "dev-2", "state": "idle", "version": "0.9.0",
                                                                 "reason": "bad_signature"})),
@@ -112,9 +112,9 @@ def test_status_table_from_retained_states(mosquitto, capsys):
     assert main(["status", "--once", "--wait", "0.3", "--broker", "127.0.0.1:%d" % mq.port]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["device", "online", "state", "version", "slot", "progress", "release", "target",
-                                "reason"]
-    assert lines[1].split() == ["dev-1", "yes", "downloading", "1.0.0", "0", "35%", "ab" * 8, "-", "-"]
-    assert lines[2].split() == ["dev-2", "NO", "idle", "0.9.0", "-", "-", "-", "-", "bad_signature"]
+                                "encoding", "reason"]
+    assert lines[1].split() == ["dev-1", "yes", "downloading", "1.0.0", "0", "35%", "ab" * 8, "-", "delta", "-"]
+    assert lines[2].split() == ["dev-2", "NO", "idle", "0.9.0", "-", "-", "-", "-", "-", "bad_signature"]
     assert main(["status", "--json", "--wait", "0.3", "--broker", "127.0.0.1:%d" % mq.port]) == 0
     assert json.loads(capsys.readouterr().out)["dev-2"]["online"] is False
 

@@ -31,8 +31,8 @@ def chunks_in_shuffled_order(count, seed, duplicates):
 
 
 def feed_table(updater, m):
-    """The digest table first (index, then pages), laid out in table.bin as the device keeps it."""
-    with open("/.sim/share/release/table.bin", "rb") as table:
+    """The digest table first (index, then pages), laid out in <id>.table as the device keeps it."""
+    with open("/.sim/share/release/%s.table" % m.id, "rb") as table:
         while True:
             need = [k for k in updater.missing(8) if k >= m.chunk_count]
             if not need:
@@ -59,14 +59,19 @@ if blob:
         m = None
     if m:
         feed_table(updater, m)
-        buf = bytearray(m.chunk_size)
-        with open("/.sim/share/release/image.bin", "rb") as image:
+        buf = bytearray(m.chunk_size + 64)  # encoded chunks may be 64 bytes longer
+        ends = open("/.sim/share/release/%s.ends" % m.id, "rb")  # where each chunk starts and ends, 4 bytes each
+        span = bytearray(8)
+        with open("/.sim/share/release/%s.chunks" % m.id, "rb") as image:
             for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
                 if updater.complete() or n == cfg.get("stop_after"):
                     break
-                n = min(m.chunk_size, m.size - i * m.chunk_size)
-                image.seek(i * m.chunk_size)
-                image.readinto(buf)
+                ends.seek(4 * i)
+                ends.readinto(span)
+                start = int.from_bytes(span[:4], "big")
+                n = int.from_bytes(span[4:], "big") - start
+                image.seek(start)
+                image.readinto(memoryview(buf)[:n])
                 try:
                     updater.write_chunk(i, memoryview(buf)[:n])
                 except OTAError as exc:

@@ -1,0 +1,160 @@
+"""Deflate and delta chunks (docs/ENCODINGS.md): built by the host (tools/encodings.py), decoded
+by the device (lib/ota/encoding.py) under the real MicroPython unix port, with and without the
+viper byte loop; every malformed chunk refused with `bad_patch` before it yields a byte."""
+import json
+import random
+import shutil
+import struct
+import zlib
+
+import pytest
+
+import mpunix
+from mpota import encodings
+
+PIECE = encodings.PIECE
+
+DECODE = """
+import sys, json
+from ota.encoding import LOOP, Decoder
+from ota.errors import OTAError
+
+class Base:
+    # the block-device protocol of esp32.Partition: readblocks(block, buf, offset)
+    def __init__(self, data):
+        self.data = data
+    def readblocks(self, block, buf, offset=0):
+        at = block * 4096 + offset
+        if at + len(buf) > len(self.data):
+            raise OSError(22)
+        buf[:] = self.data[at : at + len(buf)]
+
+base = open(sys.argv[1], "rb").read()
+kind = sys.argv[2]
+d = Decoder(4096, 12, Base(base), len(base))
+out = open(sys.argv[4], "wb")
+results = []
+for line in open(sys.argv[3]):
+    c = json.loads(line)
+    chunk = bytes.fromhex(c["chunk"])
+    try:
+        plain = d.delta(chunk, c["length"]) if kind == "delta" else d.deflate(chunk, c["length"])
+        out.write(plain)
+        results.append("ok")
+    except OTAError as e:
+        results.append(e.reason)
+print(json.dumps({"results": results, "loop": LOOP}))
+"""
+
+
+def _images(seed=7, size=70_000):
+    r = random.Random(seed)
+    base = bytes(r.getrandbits(8) if i % 7 else 0 for i in range(size))
+    new = bytearray(base[:30_000] + bytes(r.getrandbits(8) for _ in range(3_000)) + base[29_000:])
+    for _ in range(200):
+        new[r.randrange(len(new))] ^= r.getrandbits(8) | 1
+    return base, bytes(new[:size + 2_500])
+
+
+def _decode(tmp_path, base, kind, chunks, lengths, lib=mpunix.LIB):
+    (tmp_path / "base.bin").write_bytes(base)
+    with open(tmp_path / "chunks.jsonl", "w") as f:
+        for chunk, length in zip(chunks, lengths):
+            f.write(json.dumps({"chunk": chunk.hex(), "length": length}) + "\n")
+    script = tmp_path / "decode.py"
+    script.write_text(DECODE)
+    proc = mpunix.run(script=script, args=[str(tmp_path / n) for n in ("base.bin",)] + [kind, str(tmp_path / "chunks.jsonl"), str(tmp_path / "out.bin")], path=(lib,), heapsize="1M")
+    return json.loads(proc.stdout), (tmp_path / "out.bin").read_bytes()
+
+
+def _lengths(image):
+    return [min(PIECE, len(image) - i) for i in range(0, len(image), PIECE)]
+
+
+@pytest.fixture
+def lib_without_viper(tmp_path):
+    lib = tmp_path / "lib"
+    shutil.copytree(mpunix.LIB, lib)
+    (lib / "ota" / "fastadd.py").unlink()
+    return lib
+
+
+@pytest.mark.parametrize("loop", ["viper", "python"])
+def test_delta_rebuilds_the_new_image_in_any_order(tmp_path, loop, lib_without_viper):
+    base, new = _images()
+    chunks = encodings.delta_chunks(base, new)
+    assert encodings.apply_delta(base, chunks) == new
+    order = list(range(len(chunks)))
+    random.Random(3).shuffle(order)
+    lib = mpunix.LIB if loop == "viper" else lib_without_viper
+    lengths = _lengths(new)
+    got, out = _decode(tmp_path, base, "delta", [chunks[i] for i in order], [lengths[i] for i in order], lib)
+    assert got == {"results": ["ok"] * len(chunks), "loop": loop}
+    pieces = {i: out[sum(lengths[j] for j in order[:k]) :][: lengths[i]] for k, i in enumerate(order)}
+    assert b"".join(pieces[i] for i in range(len(chunks))) == new
+    assert sum(map(len, chunks)) < len(new) // 4  # a small change makes a small patch
+
+
+def test_deflate_chunks_inflate_to_their_pieces(tmp_path):
+    _, new = _images()
+    chunks = encodings.deflate_chunks(new)
+    got, out = _decode(tmp_path, b"", "deflate", chunks, _lengths(new))
+    assert got["results"] == ["ok"] * len(chunks)
+    assert out == new
+
+
+def _raw(body):
+    c = zlib.compressobj(9, zlib.DEFLATED, -encodings.WBITS)
+    return c.compress(body) + c.flush()
+
+
+def _record(n_diff, n_extra, step, payload=b""):
+    return struct.pack("<HHi", n_diff, n_extra, step) + payload
+
+
+def test_malformed_chunks_are_refused(tmp_path):
+    base, new = _images()
+    good = encodings.delta_chunks(base, new)[1]
+    cases = {
+        "flipped": bytes([good[0] ^ 0xFF]) + good[1:],
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "bomb": _raw(struct.pack("<I", 0) + _record(0, PIECE, 0, bytes(PIECE)) + bytes(1 << 20)),
+        "past_piece": _raw(struct.pack("<I", 0) + _record(PIECE, 1, 0, bytes(PIECE + 1))),
+        "before_base": _raw(struct.pack("<I", 0) + _record(0, 8, -16, bytes(8)) + _record(8, 0, 0, bytes(8))),
+        "past_base": _raw(struct.pack("<I", len(base) - 4) + _record(8, 0, 0, bytes(8))),
+        "empty_record": _raw(struct.pack("<I", 0) + _record(0, 0, 0) * 4),
+        "short_record": _raw(struct.pack("<I", 0) + b"\x01\x00"),
+        "header_only": _raw(b"\x00\x00"),
+        "garbage": bytes(range(256)) * 4,
+    }
+    got, out = _decode(tmp_path, base, "delta", list(cases.values()), [PIECE] * len(cases))
+    assert dict(zip(cases, got["results"])) == {name: "bad_patch" for name in cases}
+    assert out == b""
+
+
+def test_deflate_bomb_and_short_stream_are_refused(tmp_path):
+    cases = [_raw(bytes(1 << 20)), _raw(bytes(100)), b"\xff" * 64]
+    got, out = _decode(tmp_path, b"", "deflate", cases, [PIECE] * 3)
+    assert got["results"] == ["bad_patch"] * 3
+    assert out == b""
+
+
+def test_no_chunk_is_larger_than_its_piece_plus_slack():
+    r = random.Random(11)
+    base = bytes(r.getrandbits(8) for _ in range(20_000))
+    new = bytes(r.getrandbits(8) for _ in range(30_000))  # nothing in common: all extra bytes
+    for chunks in (encodings.delta_chunks(base, new), encodings.deflate_chunks(new)):
+        assert max(map(len, chunks)) <= PIECE + encodings.SLACK
+    assert encodings.apply_delta(base, encodings.delta_chunks(base, new)) == new
+
+
+@pytest.mark.parametrize("kind", ["deflate", "delta"])
+def test_truncated_chunk_is_refused_even_when_the_previous_chunk_would_complete_it(tmp_path, kind):
+    """The decoder reuses one input buffer: a chunk cut short must not be finished by the bytes
+    an earlier, longer chunk left behind it."""
+    base, new = _images()
+    chunk = (encodings.delta_chunks(base, new) if kind == "delta" else encodings.deflate_chunks(new))[1]
+    got, out = _decode(tmp_path, base, kind, [chunk, chunk[: len(chunk) // 2], chunk], [PIECE] * 3)
+    assert got["results"] == ["ok", "bad_patch", "ok"]
+    assert out == new[PIECE:2 * PIECE] * 2

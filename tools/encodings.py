@@ -1,0 +1,115 @@
+"""Deflate and delta chunks for a release payload (docs/ENCODINGS.md); the device side is
+`lib/ota/encoding.py`.
+
+Each chunk is an independent raw-deflate stream (window 2**window_bits, 2**12 by default) that
+inflates to one piece (chunk size bytes) of the new image. A delta piece is a list of bsdiff records (diff bytes added to the base, then extra
+bytes copied) that produce exactly that piece, so pieces apply in any order."""
+import struct
+import zlib
+
+import bsdiff4.core
+
+PIECE = 4096  # plain bytes per chunk by default: one flash sector
+WBITS = 10  # the manifest's window bits by default: the device inflates with a 2**10-byte window
+_MAX_RECORD = 0xFFFF
+SLACK = 64  # an encoded chunk is at most piece + SLACK bytes (stored deflate blocks cost 5 each)
+
+
+def _compress(data, wbits=WBITS):
+    c = zlib.compressobj(9, zlib.DEFLATED, -wbits, 9)
+    return c.compress(data) + c.flush()
+
+
+def _pieces(image, piece):
+    return [image[i : i + piece] for i in range(0, len(image), piece)]
+
+
+def deflate_chunks(image, piece=PIECE, wbits=WBITS):
+    """Encoding 1: each piece of the image deflated on its own."""
+    return [_compress(p, wbits) for p in _pieces(image, piece)]
+
+
+def _offtin(raw):
+    value = int.from_bytes(raw[:7] + bytes([raw[7] & 0x7F]), "little")
+    return -value if raw[7] & 0x80 else value
+
+
+def _records(base, image):
+    """bsdiff's (diff length, extra length, base step) triples and its diff and extra bytes."""
+    control, diff, extra = bsdiff4.core.diff(base, image)
+    triples = [tuple(_offtin(control[i + k : i + k + 8]) for k in (0, 8, 16)) for i in range(0, len(control), 24)]
+    return triples, diff, extra
+
+
+def delta_chunks(base, image, piece=PIECE, wbits=WBITS):
+    """Encoding 2: each piece of `image` as records against `base`, deflated on its own."""
+    triples, diff, extra = _records(base, image)
+    chunks = []
+    records = []  # [diff length, extra length, base step] of the piece being built
+    state = {"old": 0, "start": 0, "new": 0, "diff": 0, "extra": 0}
+
+    def close_piece():
+        out = bytearray(struct.pack("<I", state["start"]))
+        for n_diff, n_extra, step, d_at, e_at in records:
+            out += struct.pack("<HHi", n_diff, n_extra, step) + diff[d_at : d_at + n_diff] + extra[e_at : e_at + n_extra]
+        chunk = _compress(bytes(out), wbits)
+        if len(chunk) > piece + SLACK:
+            # many records over new code: records of the piece's bytes alone are never larger
+            at = len(chunks) * piece
+            chunk = _compress(_literal(image[at : at + piece]), wbits)
+        chunks.append(chunk)
+        records.clear()
+        state["start"] = state["old"]
+
+    for n_diff, n_extra, step in triples:
+        if not n_diff and not n_extra:
+            if records:
+                records[-1][2] += step
+            else:
+                state["start"] += step
+            state["old"] += step
+            continue
+        while n_diff or n_extra:
+            room = min(piece - state["new"] % piece, _MAX_RECORD)
+            take_diff = min(n_diff, room)
+            take_extra = min(n_extra, room - take_diff)
+            n_diff -= take_diff
+            n_extra -= take_extra
+            moved = step if not n_diff and not n_extra else 0  # the step follows the whole triple
+            records.append([take_diff, take_extra, moved, state["diff"], state["extra"]])
+            state["old"] += take_diff + moved
+            state["new"] += take_diff + take_extra
+            state["diff"] += take_diff
+            state["extra"] += take_extra
+            if state["new"] % piece == 0 or state["new"] == len(image):
+                close_piece()
+    if state["new"] != len(image) or len(chunks) != (len(image) + piece - 1) // piece:
+        raise ValueError("delta does not cover the image")
+    return chunks
+
+
+def _literal(data):
+    """A piece as extra bytes only (records of at most 65535 bytes each)."""
+    out = bytearray(struct.pack("<I", 0))
+    for at in range(0, len(data), _MAX_RECORD):
+        part = data[at : at + _MAX_RECORD]
+        out += struct.pack("<HHi", 0, len(part), 0) + part
+    return bytes(out)
+
+
+def apply_delta(base, chunks, piece=PIECE, size=None, wbits=WBITS):
+    """The host's own applier, for checking a patch before it is published."""
+    out = bytearray()
+    for chunk in chunks:
+        body = zlib.decompress(chunk, -wbits)
+        old = struct.unpack_from("<I", body)[0]
+        pos = 4
+        while pos < len(body):
+            n_diff, n_extra, step = struct.unpack_from("<HHi", body, pos)
+            pos += 8
+            out.extend((base[old + i] + body[pos + i]) & 0xFF for i in range(n_diff))
+            pos += n_diff
+            out.extend(body[pos : pos + n_extra])
+            pos += n_extra
+            old += n_diff + step
+    return bytes(out[:size] if size is not None else out)
