@@ -132,7 +132,9 @@ class Updater:
         else:
             floor, capacity = history.load()["counter"], self.target.info()[3] if self.target else 0
         m = manifest.check(blob, self.keys, self.board, floor, capacity, now, self.tick)
-        if m.encoding != "raw" and m.target != "firmware":
+        if m.encoding != "raw" and (m.target == "trust" or m.encoding == "delta" and m.target != "firmware"):
+            # a bundle may travel deflated (its sink takes decoded pieces like a slot); a delta
+            # patches the running firmware only
             raise FormatError("unsupported", "%s %s: no sink for it on this device" % (m.target, m.encoding))
         return m, floor, capacity, now
 

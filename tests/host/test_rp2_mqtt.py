@@ -41,14 +41,14 @@ def _cli(*args):
     return proc.stdout
 
 
-def _release(tmp_path, signer, folder, version, counter):
+def _release(tmp_path, signer, folder, version, counter, encoding="raw"):
     """bundle build → manifest → sign, with the real CLI; returns (blob, bundle bytes)."""
     pem = tmp_path / "release.pem"
     pem.write_bytes(signing.private_key_pem(signer.key, None))
     out = tmp_path / ("%s.bundle" % version)
     _cli("bundle", "build", str(folder), "-o", str(out))
     _cli("manifest", str(out), "--board", "rp2-pico-w", "--version", version, "--counter", str(counter),
-         "--chunk-size", "1024", "--key-id", signing.public_key_id(signer.key.public_key()).hex(), "-o", str(tmp_path / "tbs"))
+         "--chunk-size", "1024", "--encoding", encoding, "--key-id", signing.public_key_id(signer.key.public_key()).hex(), "-o", str(tmp_path / "tbs"))
     _cli("sign", str(tmp_path / "tbs"), "--key", str(pem), "--no-password", "-o", str(tmp_path / "blob"))
     return (tmp_path / "blob").read_bytes(), out.read_bytes()
 
@@ -74,7 +74,9 @@ def test_pico_takes_a_published_bundle_and_rolls_back_a_bad_one(fleet, rp2_devic
                               and s["pico-1"].get("state") == "idle", timeout=180)
     assert states["pico-1"]["release"] == signing.manifest_id(blob)
 
-    bad_blob, bad = _release(tmp_path, fleet.signer, _app_folder(tmp_path, "bad", FW_UNHEALTHY), "3.0.0", 3)
+    # deflated in transit: inflated chunk by chunk into the bundle sink, then tried and rolled back
+    bad_blob, bad = _release(tmp_path, fleet.signer, _app_folder(tmp_path, "bad", FW_UNHEALTHY), "3.0.0", 3, "deflate")
+    assert signing.parse_blob(bad_blob)[2]["encoding"] == "deflate"
     assert fleet.publish(bad_blob, bad).returncode == 0
     states = fleet.wait_state(lambda s: (s.get("pico-1") or {}).get("reason") == "health_check_failed", timeout=180)
     assert states["pico-1"]["version"] == "2.0.0"
