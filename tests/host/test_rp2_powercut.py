@@ -39,7 +39,7 @@ def test_power_cuts_during_a_bundle_update(tmp_path, capsys):
     release = signing.manifest_id(blob)
     wanted = {"apps/b/" + path: digest for path, _, digest in bundle.read_table(data)}
 
-    pristine = Rp2Device(tmp_path / "pristine", bundle_board_files(signer, first))
+    pristine = Rp2Device(tmp_path / "pristine", bundle_board_files(signer, first, wdt_ms=4000))  # board time: flash ops and CPU x50
     pristine.install_lib()
     stage(pristine, blob, data)
     image = pristine.flash.read_bytes()

@@ -50,6 +50,7 @@ class Wire:
 def test_raw_repl_protocol_state_and_soft_reset(vboard):
     board = vboard(files={"boot.py": "print('boot ran')\n"})
     w = Wire(board.port)
+    w.expect(b">>> ")  # booted: a Ctrl-C that lands as boot.py ends can tear the agent's next header
     w.send(b"\r\x03\r\x01")
     w.expect(RAW)
     w.send(b"x = 21\x04")
