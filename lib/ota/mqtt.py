@@ -225,15 +225,28 @@ class MQTTClient:
         """Wait (at most `timeout`) for what is still unacknowledged, then say goodbye: closing
         with unread acknowledgements would reset the link and the broker would lose the rest."""
         try:
-            start = time.ticks_ms()
-            while self.unacked:
-                left = self.timeout * 1000 - time.ticks_diff(time.ticks_ms(), start)
-                if left <= 0 or self.wait_msg(left) is None:
-                    break
+            self.settle(self.timeout * 1000)
             self._put(b"\xe0\x00")
             self._drain()
         finally:
             self.close()
+
+    def settle(self, timeout_ms):
+        """Before a reset or a goodbye: send what is staged and wait (at most `timeout_ms`) for
+        every acknowledgement still due, so that the broker holds it all; a reset that closes the
+        socket with data unsent or unread loses it. Messages that come meanwhile are acknowledged
+        and dropped. Returns True when nothing is left unacknowledged."""
+        cb, self.cb = self.cb, None
+        try:
+            start = time.ticks_ms()
+            while self.unacked:
+                left = timeout_ms - time.ticks_diff(time.ticks_ms(), start)
+                if left <= 0 or self.wait_msg(left) is None:
+                    break
+            self._drain()  # the acknowledgements of what came meanwhile
+        finally:
+            self.cb = cb
+        return not self.unacked
 
     def close(self):
         """Drop the socket without a DISCONNECT (the broker then sends the last will)."""

@@ -38,6 +38,7 @@ HOLD_MS = const(10000)  # pause after a release's first strike; doubles with eac
 _TOPICS_PER_PACKET = const(8)  # topics in one (UN)SUBSCRIBE: AWS IoT Core's limit
 _MAX_BACKOFF_SHIFT = const(4)
 _MAX_PENDING = const(16)
+_RESET_ACK_MS = const(2000)  # longest wait for the broker to acknowledge the last events before a reset
 _MAX_NOTE = const(200)  # a rollout note is a few dozen bytes; anything longer is ignored
 _CONNACK = const(0x20)
 _SUBACK = const(0x90)
@@ -185,11 +186,11 @@ class Transport:
             self.pending.pop(0)
         self.pending.append((kind, fields))
         if kind in ("rebooting", "trial_failed") and self.connected and self.subscribed:
-            # The reset follows at once and takes queued events with it: send them first.
+            # The reset follows at once and takes queued events with it: see them acknowledged.
             try:
                 self._flush_status()
                 if self.pipe:
-                    self.link.flush()
+                    self.link.settle(_RESET_ACK_MS)
             except (OSError, OTAError):
                 pass  # the link is gone: the next boot reports the outcome
 

@@ -179,3 +179,32 @@ c.close()
     assert out[:3] == ["[True]", "lost: closed", "[(b'status/dev-w', b'0', 'memoryview')]"]
     with __import__("mpota.broker").broker.Connection(mq.host, mq.port) as conn:
         assert conn.retained(["status/dev-w"], want=["status/dev-w"]) == {"status/dev-w": b"0"}  # last will
+
+
+def test_settle_sees_every_publish_acknowledged_before_a_reset(mosquitto, mp, device_lib):
+    """What a device sends just before `machine.reset()` must reach the broker: `settle` waits
+    for the PUBACKs (dropping messages that come meanwhile), and is bounded when none come."""
+    mq = mosquitto()
+    peer = SilentPeer(connack=True)
+    try:
+        out = run(mp, device_lib, """
+c = MQTTClient("dev-s", "127.0.0.1", %d)
+c.set_callback(on_msg)
+c.connect()
+c.subscribe("t/#", 1)
+for i in range(20):
+    c.queue_publish("t/last", b"event %%d" %% i, False, 1)
+print(c.unacked, c.settle(2000), c.unacked, got)
+c.sock.close()  # as a reset does: no DISCONNECT
+s = MQTTClient("dev-q", "127.0.0.1", %d, timeout=1)
+s.connect()
+s.queue_publish("t/x", b"never acked", False, 1)
+t0 = time.ticks_ms()
+print(s.settle(500), 400 <= time.ticks_diff(time.ticks_ms(), t0) < 1500)
+""" % (mq.port, peer.port))
+    finally:
+        peer.close()
+    assert out[:2] == ["20 True 0 []", "False True"]
+    log = mq.log_text()
+    assert log.count("Received PUBLISH from dev-s") == 20
+    assert "Received DISCONNECT from dev-s" not in log  # no goodbye: the will would still fire

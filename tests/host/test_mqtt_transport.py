@@ -169,8 +169,9 @@ def test_one_and_a_half_mib_with_stock_broker_limits_drops_nothing(mosquitto, ot
     rid = publish(mq, blob, image, ["ota/manifest/esp32-generic"])
     data = tmp_path / "slot.bin"
     start = time.monotonic()
+    # 60K: a new name in the device modules can cost a whole new qstr pool (they double in size)
     rc, out, err = ota_device({"port": mq.port, "device": "dev-1", "fleet": "esp32-generic", "data": str(data)},
-                              heapsize="56K").wait()
+                              heapsize="60K").wait()
     elapsed = time.monotonic() - start
     assert rc == 0 and out.startswith("COMPLETE " + rid), out + err
     assert data.read_bytes() == image
@@ -178,7 +179,7 @@ def test_one_and_a_half_mib_with_stock_broker_limits_drops_nothing(mosquitto, ot
     assert not mq.dropped_lines()
     assert chunk_sends(log, "dev-1", rid) == 384  # every chunk exactly once
     assert max_outstanding(log, "dev-1") <= 16  # the window: all the broker ever held for the device
-    print("1.5 MiB in %.1f s; device heap free at the end: %s bytes of 48K" % (elapsed, out.split()[-1]))
+    print("1.5 MiB in %.1f s; device heap free at the end: %s bytes of 60K" % (elapsed, out.split()[-1]))
 
 
 def test_disruption_campaign(mosquitto, ota_device, tcp_proxy, tmp_path):
