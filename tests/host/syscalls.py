@@ -67,8 +67,9 @@ def _env():
 
 
 def run_traced(argv, log, calls, *, umask=0o022, cwd=None):
-    """Run `python argv...` under strace, tracing `calls` (comma-separated) into `log`; returns
-    (completed process, parsed calls)."""
+    """Run `python argv...` under strace, tracing `calls` (strace's -e trace= list: `%file` for
+    every call that takes a path, `?name` for one this architecture may lack) into `log`;
+    returns (completed process, parsed calls)."""
     proc = subprocess.run([strace(), "-f", "-qq", "-y", "-xx", "-s", "1000000", "-o", str(log), "-e", "trace=" + calls,
                            sys.executable] + [str(a) for a in argv], capture_output=True, text=True, umask=umask,
                           cwd=cwd, env=_env(), timeout=120)
