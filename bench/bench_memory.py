@@ -11,7 +11,10 @@ in 1 KiB steps, in which each of these passes (the `ota` package as `.mpy`, stag
   (boot loop, watchdog, resets): a 1.5 MiB release published before it boots is downloaded,
   installed, booted on trial and confirmed, as the broker's retained state reports.
 
-Each smallest heap is found by bisection, and then confirmed by running the bound and the bound
+A try fails when the process ends with an error, when the service reports running out of memory
+(a MemoryError it caught: `fault` no_memory, after which a board would go on and retry), or when
+it has not passed within the time limit (the service path: an error on the board's console; a
+MemoryError its service catches is retried, as on a board). Each smallest heap is found by bisection, and then confirmed by running the bound and the bound
 minus 1 KiB again (each bound tested, never inferred). Printed beside it: the heap the simulator's
 own modules hold (`esp32`, `machine`, the flash model, the image check `set_boot` runs, the
 `socket` wrapper; on a board they are firmware and take no heap), and the application's share
@@ -50,11 +53,14 @@ STARTED = time.monotonic()
 
 IDLE_SCRIPT = """
 import time
+from ota import events
+faults = []
+events.listen(lambda kind, fields: faults.append(kind) if fields.get("error") == "no_memory" else None)
 import ota.service
 service = ota.service.start()
 start = time.ticks_ms()
 since = None
-while time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
+while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
     service.poll(100)
     if service.transport.connected:
         if since is None:
