@@ -11,15 +11,28 @@ in 1 KiB steps, in which each of these passes (the `ota` package as `.mpy`, stag
   (boot loop, watchdog, resets): a 1.5 MiB release published before it boots is downloaded,
   installed, booted on trial and confirmed, as the broker's retained state reports.
 
-Each smallest heap is found by bisection, and then confirmed by running the bound and the bound
+A try fails when the process ends with an error, when the service reports running out of memory
+(a MemoryError it caught: `fault` no_memory, after which a board would go on and retry), or when
+it has not passed within the time limit (the service path: an error on the board's console; a
+MemoryError its service catches is retried, as on a board). Each smallest heap is found by bisection, and then confirmed by running the bound and the bound
 minus 1 KiB again (each bound tested, never inferred). Printed beside it: the heap the simulator's
-own modules hold (`esp32`, `machine`, the flash model; on a board they are firmware and take no
-heap), and the application's share (the difference). Figures are for the 64-bit unix port, whose
-objects are wider than an ESP32's and whose TLS (mbedtls) allocates from the MicroPython heap,
-which on an ESP32 it does not.
+own modules hold (`esp32`, `machine`, the flash model, the image check `set_boot` runs, the
+`socket` wrapper; on a board they are firmware and take no heap), and the application's share
+(the difference). Also measured in the same run: what each module of the package holds once
+imported, and what one TLS connection holds in the heap when a bare client opens it.
 
-It takes a quarter of an hour or more: it says what it is doing as it goes.
-Usage: python bench/bench_memory.py [--only idle,update,service]
+TLS: on this port (a standard unix build) mbedtls allocates its session and record buffers with
+the C library's calloc, not from the MicroPython heap (extmod/mbedtls/mbedtls_config_common.h
+routes them to m_tracked_calloc only under MICROPY_MBEDTLS_CONFIG_BARE_METAL, which
+ports/unix/mbedtls/mbedtls_config_port.h sets for the coverage build alone). On an ESP32 they
+come from the ESP-IDF heap too (the port links ESP-IDF's mbedtls, ports/esp32/boards/sdkconfig.base:
+CONFIG_MBEDTLS_DEFAULT_MEM_ALLOC). On rp2 (Pico W) MICROPY_MBEDTLS_CONFIG_BARE_METAL is set
+(ports/rp2/mbedtls/mbedtls_config_port.h): there they are in the MicroPython heap, on top of the
+figures here. Objects on this 64-bit port are wider than on a 32-bit board.
+
+It takes 5 to 30 minutes: it says what it is doing as it goes.
+Usage: python bench/bench_memory.py [--only idle,update,service] [--links tls,plain]
+       [--bounds LOW,HIGH] [--limit S]
 """
 import argparse
 import json
@@ -40,11 +53,14 @@ STARTED = time.monotonic()
 
 IDLE_SCRIPT = """
 import time
+from ota import events
+faults = []
+events.listen(lambda kind, fields: faults.append(kind) if fields.get("error") == "no_memory" else None)
 import ota.service
 service = ota.service.start()
 start = time.ticks_ms()
 since = None
-while time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
+while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
     service.poll(100)
     if service.transport.connected:
         if since is None:
@@ -60,11 +76,52 @@ SIM_SHARE_SCRIPT = """
 import gc
 gc.collect()
 before = gc.mem_alloc()
-import esp32, machine, sim_flash, sim_otadata, sim_link
+import esp32, machine, sim_flash, sim_otadata, sim_link, socket
 running = esp32.Partition(esp32.Partition.RUNNING)
 target = running.get_next_update()
 gc.collect()
+middle = gc.mem_alloc()
+import sim_image
+gc.collect()
+print(middle - before, gc.mem_alloc() - middle)
+"""
+
+# What each module of the package holds once imported, in the order the service loads them
+# (a module's imports count with it; the first qstr pools that outgrow count where they grow).
+MODULES_SCRIPT = """
+import gc
+import esp32, machine, sim_flash, sim_otadata, sim_link, sim_image, socket, select, json, hashlib, struct, time
+for name in %(modules)r:
+    gc.collect()
+    before = gc.mem_alloc()
+    __import__(name)
+    gc.collect()
+    print(name, gc.mem_alloc() - before)
+"""
+MODULES = ("ota.service", "ota.config", "ota.mqtt", "ota.transport", "ota.updater", "ota.freshness", "ota.encoding",
+           "ota.bundle")
+
+# One TLS connection to the broker by a bare client, as ota.service makes it (context, CA, handshake,
+# one MQTT CONNECT answered): the heap it holds once open. mbedtls's own buffers are not in it.
+TLS_SCRIPT = """
+import gc, json, socket, tls
+cfg = json.load(open("ota_config.json"))["broker"]
+gc.collect()
+before = gc.mem_alloc()
+with open(cfg["ca"], "rb") as f:
+    ca = f.read()
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = tls.CERT_REQUIRED
+ctx.load_verify_locations(ca)
+del ca
+sock = socket.socket()
+sock.connect(socket.getaddrinfo(cfg["host"], cfg["port"])[0][-1])
+conn = ctx.wrap_socket(sock, server_hostname=cfg["server_hostname"])
+conn.write(b"\\x10\\x0c\\x00\\x04MQTT\\x04\\x02\\x00\\x1e\\x00\\x00")
+assert conn.read(4) == b" \\x02\\x00\\x00"
+gc.collect()
 print(gc.mem_alloc() - before)
+conn.close()
 """
 
 
@@ -104,13 +161,19 @@ def smallest_heap(name, probe, low, high):
     raise SystemExit("%s: the bound near %d KiB does not settle (a flaky probe)" % (name, high))
 
 
-def sim_share(work, broker, signer):
-    """Bytes the simulator's modules hold once imported with both partitions open."""
-    board = simboard.Board(Path(work) / "sim-share", broker, signer)
-    proc = board.run_bare(SIM_SHARE_SCRIPT, "1024K", timeout=60)
+def measure(work, name, broker, signer, script):
+    """The lines a measuring script prints, run bare on a board of its own with 1 MiB of heap."""
+    board = simboard.Board(Path(work) / name, broker, signer, extra_config={"broker": BareProbes.broker_config(broker)})
+    proc = board.run_bare(script, "1024K", timeout=60)
     if proc.returncode:
-        raise SystemExit("measuring the simulator's share failed:\n" + proc.stderr)
-    return int(proc.stdout)
+        raise SystemExit("measuring %s failed:\n%s" % (name, proc.stderr))
+    return proc.stdout.split()
+
+
+def sim_share(work, broker, signer):
+    """Bytes the simulator's modules hold once imported with both partitions open, and those of
+    the image check that only `set_boot` (an install) loads."""
+    return tuple(int(n) for n in measure(work, "sim-share", broker, signer, SIM_SHARE_SCRIPT))
 
 
 class BareProbes:
@@ -123,13 +186,13 @@ class BareProbes:
     def _run(self, script, kib, keepalive=30):
         self.n += 1
         board = simboard.Board(self.work / ("probe%d" % self.n), self.broker, self.signer, device_id="mem%d" % self.n,
-                               extra_config={"broker": dict(self._broker_config(), keepalive=keepalive)})
+                               extra_config={"broker": dict(self.broker_config(self.broker), keepalive=keepalive)})
         return board.run_bare(script % {"limit_ms": self.limit_s * 1000}, "%dK" % kib, timeout=self.limit_s + 30)
 
-    def _broker_config(self):
-        cfg = {"host": self.broker.host, "port": self.broker.port, "tls": self.broker.tls, "ca": "certs/ca.der",
-               "cert": None, "key": None, "server_hostname": "localhost", "user": None, "password": None}
-        return cfg
+    @staticmethod
+    def broker_config(broker):
+        return {"host": broker.host, "port": broker.port, "tls": broker.tls, "ca": "certs/ca.der", "cert": None,
+                "key": None, "server_hostname": "localhost", "user": None, "password": None}
 
     def idle(self, kib):
         return "IDLE OK" in self._run(IDLE_SCRIPT, kib, keepalive=2).stdout
@@ -187,43 +250,61 @@ def publish(broker, signer):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="idle,update,service", help="which measurements, comma-separated")
+    ap.add_argument("--links", default="tls,plain", help="idle and full update over these links, comma-separated")
+    ap.add_argument("--bounds", help="LOW,HIGH KiB for every search instead of its default (LOW must fail, "
+                                     "HIGH pass: both are run): quicker when the answer is roughly known")
     ap.add_argument("--limit", type=int, default=180, help="seconds one try may take before it counts as failed")
     opts = ap.parse_args()
-    only = set(opts.only.split(","))
+    only, links = set(opts.only.split(",")), opts.links.split(",")
+    bounds = tuple(int(k) for k in opts.bounds.split(",")) if opts.bounds else None
     signer = simboard.Signer()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mpota-bench-memory-") as work:
         brokers = {link: simboard.start_broker(Path(work) / ("broker-" + link), tls=link == "tls")
                    for link in ("plain", "tls")}
         try:
-            say("measuring the simulator's own modules")
-            sim = sim_share(work, brokers["tls"], signer)
+            say("measuring the simulator's own modules, each module of the package, one TLS connection")
+            sim, image_check = sim_share(work, brokers["tls"], signer)
+            modules = measure(work, "modules", brokers["tls"], signer, MODULES_SCRIPT % {"modules": MODULES})
+            tls = int(measure(work, "tls", brokers["tls"], signer, TLS_SCRIPT)[0])
             if "idle" in only:
-                for link in ("tls", "plain"):
+                for link in links:
                     probes = BareProbes(Path(work) / ("idle-" + link), brokers[link], signer, opts.limit)
-                    rows.append(("idle, connected (%s)" % link, smallest_heap("idle " + link, probes.idle, 8, 256)))
+                    rows.append(("idle, connected (%s)" % link, sim,
+                                 smallest_heap("idle " + link, probes.idle, *(bounds or (8, 256)))))
             if "update" in only or "service" in only:
                 say("publishing a 1.5 MiB release (4 KiB chunks) to both brokers")
                 for broker in brokers.values():
                     publish(broker, signer)
             if "update" in only:
-                for link in ("tls", "plain"):
+                for link in links:
                     probes = BareProbes(Path(work) / ("update-" + link), brokers[link], signer, opts.limit)
-                    rows.append(("full 1.5 MiB update (%s)" % link,
-                                 smallest_heap("update " + link, probes.update, 16, 512)))
+                    rows.append(("full 1.5 MiB update (%s)" % link, sim + image_check,
+                                 smallest_heap("update " + link, probes.update, *(bounds or (16, 512)))))
             if "service" in only:
                 probe = ServiceProbe(Path(work) / "service", brokers["tls"], signer, opts.limit)
-                rows.append(("service path, publish -> confirmed (tls)", smallest_heap("service", probe, 32, 512)))
+                rows.append(("service path, publish -> confirmed (tls)", sim + image_check,
+                             smallest_heap("service", probe, *(bounds or (32, 512)))))
         finally:
             for broker in brokers.values():
                 broker.stop()
     print("Smallest -X heapsize (1 KiB steps, bound and bound - 1 KiB each run again) on the 64-bit unix port;")
-    print("the ota package as .mpy. The simulator's modules (esp32, machine, flash model) hold %.1f KiB of it;" % (sim / 1024))
-    print("on a board they are firmware and hold none, so the application's share is the difference.")
+    print("the ota package as .mpy. Of it the simulator's modules hold %.1f KiB (esp32, machine, flash model," % (sim / 1024))
+    print("socket wrapper), plus %.1f KiB once an install loads the image check set_boot runs; on a board they" % (image_check / 1024))
+    print("are firmware and hold none, so the application's share is the difference.")
     print()
     print("%-44s %12s %12s %14s" % ("what", "smallest", "simulator", "application"))
-    for what, kib in rows:
-        print("%-44s %9d KiB %8.1f KiB %10.1f KiB" % (what, kib, sim / 1024, kib - sim / 1024))
+    for what, sim_bytes, kib in rows:
+        print("%-44s %9d KiB %8.1f KiB %10.1f KiB" % (what, kib, sim_bytes / 1024, kib - sim_bytes / 1024))
+    print()
+    print("TLS: mbedtls's buffers are outside the MicroPython heap on this port (and on an ESP32); what one")
+    print("TLS connection holds in the heap, opened by a bare client in this run: %.1f KiB (in every TLS row" % (tls / 1024))
+    print("above). On a Pico W mbedtls allocates from the MicroPython heap: add its session buffers there.")
+    print()
+    print("Heap each module holds once imported (.mpy, in the service's loading order; its own imports count")
+    print("with it, and so does a qstr pool that grows on the way):")
+    for name, size in zip(modules[::2], modules[1::2]):
+        print("  %-16s %6.1f KiB" % (name, int(size) / 1024))
     say("done")
 
 

@@ -30,18 +30,24 @@ SIM_MODULES = ROOT / "boards" / "unix" / "modules"
 
 
 # Device code for bare runs: `ota.service` with its own client updates from what the broker
-# holds, until it installs (a reset ends the bare process), is refused, or `limit_ms` passes.
+# holds, until it installs (a reset ends the bare process), is refused, runs out of memory (a
+# MemoryError the service caught and reported: `no_memory`), or `limit_ms` passes.
 # Prints the steps it saw.
 UPDATE_SCRIPT = """
 import time
 from ota import events
 seen = []
-events.listen(lambda kind, fields: seen.append(kind) if kind in ("offered", "verified", "installing", "rejected") else None)
+def step(kind, fields):
+    if kind in ("offered", "verified", "installing", "rejected"):
+        seen.append(kind)
+    elif kind == "fault" and fields.get("error") == "no_memory":
+        seen.append("no_memory")
+events.listen(step)
 import ota.service
 service = ota.service.start()
 start = time.ticks_ms()
 try:
-    while "rejected" not in seen and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
+    while "rejected" not in seen and "no_memory" not in seen and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
         service.poll(100)
 except SystemExit:  # install() resets the board: without the supervisor that ends the process
     pass

@@ -17,6 +17,7 @@ def boot():
     from ota import config, trial
 
     cfg = config.load()
+    unload("config")
     return trial.on_boot(cfg["wdt_ms"], cfg["confirm_within_ms"])
 
 
@@ -30,3 +31,14 @@ def feed():
     from ota import trial
 
     trial.feed()
+
+
+def unload(*names):
+    """Forget the `ota` modules a step is done with (`unload("config")`): once nothing refers to
+    them their bytecode goes back to the heap; an import loads them again."""
+    import sys
+
+    package = globals()
+    for name in names:
+        sys.modules.pop("ota." + name, None)
+        package.pop(name, None)

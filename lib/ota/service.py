@@ -7,26 +7,30 @@
         ...                 # the application's own work
 
 It wires the pieces: config → Wi-Fi (`ota.net`, unless the application manages the radio) →
-trusted keys → `Updater` → MQTT client (TLS from the config) → `Transport`. On a trial boot it
+MQTT client (TLS from the config) → `Transport`; the trusted keys and the `Updater` are loaded
+when the first manifest arrives. On a trial boot it
 confirms the new image once the broker has been reached again (the next update must still be
 able to arrive) and every check passes; it feeds the trial watchdog on each poll. An
 application with its own MQTT client lends it: `start(client=c, on_message=..., on_connect=...)`
 (umqtt.simple and alike, see `ota.adapter`)."""
 import gc
 
-from ota import config, events, net, policy, trial, trust
-from ota.freshness import Freshness
-from ota.errors import OTAError
-from ota.transport import Transport
-from ota.updater import Updater
+import ota
+from ota import events, trial
+from ota.errors import FormatError, OTAError
+from ota.slot import SECTOR  # loaded with ota.trial already
 
 
 def _permission(setting):
     if setting == "now":
-        return policy.now
+        from ota.policy import now
+
+        return now
     words = setting.split()
     if len(words) == 3 and words[0] == "window":
-        return policy.window(int(words[1]), int(words[2]))
+        from ota.policy import window
+
+        return window(int(words[1]), int(words[2]))
     raise ValueError("install policy: 'now' or 'window H1 H2'")
 
 
@@ -52,22 +56,79 @@ def _client(cfg):
                       broker.get("password"), broker.get("keepalive", 30), ctx, broker.get("server_hostname"))
 
 
+# What the updater loads, unloaded again once it has nothing in hand (its own lazy imports too).
+_UPDATE_MODULES = ("updater", "manifest", "freshness", "trust", "p256", "filesink", "encoding", "fastadd", "bundle")
+
+
+class _Waiting:
+    """Stands in for the `Updater` while there is no release in hand (the transport calls
+    `offer()` before anything else): a board with nothing to fetch does not hold the verifier,
+    the trust keys, the manifest parser or the download code."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def offer(self, blob):
+        return self.service.updater_now().offer(blob)
+
+
 class Service:
-    def __init__(self, cfg, checks=(), permission=None, client=None, on_message=None, on_connect=None):
+    def __init__(self, cfg, checks=(), permission=None, client=None, on_message=None, on_connect=None, buf=None):
+        self.buf = buf or bytearray(SECTOR)  # the updater's hashing and decoding buffer
         self.checks = checks
-        self.link = net.start(cfg.get("wifi"))  # first: the radio connects while the rest loads
+        self.permission = permission or _permission(cfg["install"])
+        self.names = cfg["board"], cfg["fleet"], cfg["group"], cfg["device_id"]
+        if cfg.get("wifi"):
+            from ota import net
+
+            self.link = net.start(cfg["wifi"])  # first: the radio connects while the rest loads
+        else:
+            self.link = None  # the application manages the radio
         if client is None:
             link = _client(cfg)
         else:
             from ota.adapter import Lent
 
             link = Lent(client, on_message, on_connect)
-        keys = trust.load()
-        # The clock: a set real-time clock, or the time learnt from timestamp records.
-        self.fresh = Freshness(keys, cfg["fleet"], cfg["group"], cfg["device_id"])
-        self.updater = Updater(keys, cfg["board"], permission or _permission(cfg["install"]),
-                               clock=self.fresh.now, tick=trial.feed, fresh=self.fresh)
-        self.transport = Transport(link, self.updater, cfg["device_id"], cfg["fleet"], cfg["group"], cfg["root"])
+        from ota.transport import Transport
+
+        self.fresh = self.updater = None
+        self.transport = Transport(link, _Waiting(self), cfg["device_id"], cfg["fleet"], cfg["group"], cfg["root"])
+
+    def updater_now(self):
+        """The `Updater`, loaded with the trusted keys and the freshness rules when a manifest
+        arrives. A trust file that cannot be read refuses the manifest (bad_trust)."""
+        if self.updater is None:
+            from ota import trust
+            from ota.freshness import Freshness
+            from ota.updater import Updater
+
+            board, fleet, group, device = self.names
+            try:
+                keys = trust.load()
+            except (OSError, FormatError) as exc:
+                events.emit("rejected", reason="bad_trust")
+                raise FormatError("bad_trust", "the trust file in use: %s" % exc)
+            # The clock: a set real-time clock, or the time learnt from timestamp records.
+            self.fresh = Freshness(keys, fleet, group, device)
+            self.updater = Updater(keys, board, self.permission, clock=self.fresh.now, tick=trial.feed,
+                                   fresh=self.fresh, buf=self.buf)
+            self.transport.u = self.updater
+        return self.updater
+
+    def _unload_updater(self):
+        """Once neither the updater nor the transport has a release in hand (the manifest offered
+        runs already, or was refused), the updater's modules go: a board idles without them. Not
+        while timestamp records are in force: the freshness rules keep the time learnt from them
+        and watch their expiry."""
+        u = self.updater
+        if (u is None or u.manifest is not None or u.verified or self.transport.manifest is not None
+                or self.fresh is None or self.fresh.required):
+            return
+        self.updater = self.fresh = None
+        self.transport.u = _Waiting(self)
+        ota.unload(*_UPDATE_MODULES)
+        gc.collect()
 
     def _reachable(self):
         return self.transport.connected
@@ -84,18 +145,21 @@ class Service:
 
     def _poll(self, timeout_ms):
         trial.feed()
-        self.fresh.watch()
+        if self.fresh is not None:
+            self.fresh.watch()
         if self.link is not None and not self.link.poll():
             return  # no Wi-Fi: nothing to reach; a trial that stays offline misses its deadline
         complete = self.transport.poll(timeout_ms)
+        self._unload_updater()
         trial.link(self.transport.connected)
         if trial.in_trial() and self.transport.connected:
             trial.confirm([self._reachable] + list(self.checks))
-        if complete:
+        u = self.updater
+        if complete and u is not None:  # complete: a release is in hand, so the updater is loaded
             try:
-                if not self.updater.verified:
-                    self.updater.finish()
-                self.updater.install()
+                if not u.verified:
+                    u.finish()
+                u.install()
             except OTAError:
                 pass  # reported as an event; a failed download is fetched again
 
@@ -105,4 +169,9 @@ def start(checks=(), permission=None, client=None, on_message=None, on_connect=N
     application's own umqtt.simple-style client, lent (`ota.adapter.Lent`); the service then
     connects it, `on_message(topic, msg)` gets the application's messages and
     `on_connect(client)` runs after every connection, to subscribe again."""
-    return Service(config.load(), checks, permission, client, on_message, on_connect)
+    buf = bytearray(SECTOR)  # first, while the heap is still whole: the one large buffer it keeps
+    from ota import config
+
+    cfg = config.load()
+    ota.unload("config")  # read once: its checks and defaults need no heap from now on
+    return Service(cfg, checks, permission, client, on_message, on_connect, buf)

@@ -29,7 +29,6 @@ from micropython import const
 from ota import events, history, manifest, otadata, store, trial, trust
 from ota.errors import FormatError, IntegrityError, OTAError, PolicyError, StateError
 from ota.policy import now as install_now
-from ota.filesink import FileSink
 from ota.progress import Progress, test_bit
 from ota.slot import SECTOR, Slot
 
@@ -51,7 +50,7 @@ _VARIANTS_MAX = const(4)  # delta variants a manifest message may carry after th
 
 class Updater:
     def __init__(self, keys, board, permission=install_now, clock=None, tick=None, fresh=None,
-                 trust_path=trust.TRUST_FILE):
+                 trust_path=trust.TRUST_FILE, buf=None):
         self.keys = keys  # a list: a trust update replaces its content in place
         self.board = board
         self.fresh = fresh  # an `ota.freshness.Freshness`: timestamp records are required when it says so
@@ -72,7 +71,9 @@ class Updater:
         self._asked = False
         self._unsaved = 0
         self._percent = -1
-        self._buf = bytearray(SECTOR)  # for hashing the slot, allocated before any big work
+        # for hashing the slot and decoding: `buf` (SECTOR bytes) lets the caller allocate it
+        # before the heap is fragmented
+        self._buf = buf or bytearray(SECTOR)
         self._cooling: dict = {}  # index -> (refusals, ticks_ms when it may be asked again)
         self._base = (0, None)  # (base size, SHA-256 of that much of the running slot): hashed once
         self._decoder = None  # an ota.encoding.Decoder for deflate and delta releases
@@ -191,8 +192,12 @@ class Updater:
             from ota.bundle import Sink  # loaded only for a bundle: the sink and its table parser
 
             self.slot = Sink(m, progress, self.tick)
+        elif m.target == "trust":
+            from ota.filesink import FileSink  # loaded only for a trust update
+
+            self.slot = FileSink(TRUST_NEW)
         else:
-            self.slot = FileSink(TRUST_NEW) if m.target == "trust" else Slot(self.target, progress)
+            self.slot = Slot(self.target, progress)
         self._decoder = self._new_decoder(m)
         self._verified = self._asked = False
         self._unsaved = 0
