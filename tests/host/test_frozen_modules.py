@@ -4,6 +4,7 @@ build/frozen) talk to a real mosquitto without a copy on the board's filesystem;
 ntptime sets the RTC from an NTP server the test runs, and a silent one costs `timeout` and an
 OSError; and the import order is the port's: the filesystem root before frozen modules, frozen
 modules before /lib."""
+import ast
 import calendar
 import json
 import socket
@@ -132,7 +133,7 @@ def test_ntptime_sets_the_rtc_from_an_ntp_server_and_a_silent_one_raises_oserror
     times = [int(line.split()[1]) for line in out if line.startswith("TIME")]
     assert times == [ntp_seconds(2031, 5, 6, 7, 8, 9) - since_1900,
                      ntp_seconds(2040, 1, 1, 0, 0, 0) + (1 << 32) - since_1900], out  # the second after the 2036 wrap
-    rtc = [eval(line[4:]) for line in out if line.startswith("RTC")]
+    rtc = [ast.literal_eval(line[4:]) for line in out if line.startswith("RTC")]
     for reading in rtc:  # set once; the silent server leaves it as it was
         assert reading[:6] == (2031, 5, 6, date(2031, 5, 6).weekday(), 7, 8) and 9 <= reading[6] < 40, out
     assert "SILENT 110" in out  # ETIMEDOUT, as the esp32 port's socket reports a receive timeout
