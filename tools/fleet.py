@@ -121,9 +121,10 @@ class Fleet:
         if known:
             self.data.setdefault("old_serials", []).append(known["serial"])
         leaf = self.pki.issue(device)
+        staged = self._stage(device, group, leaf)  # first: a run cut short leaves no device without its key
         self.data["devices"][device] = {"group": group, "serial": leaf["serial"], "revoked": False}
         self.save()
-        return self._stage(device, group, leaf)
+        return staged
 
     def _stage(self, device, group, leaf):
         out = private_dir(self.dir / "devices" / device)

@@ -6,9 +6,9 @@ interface. Pointing a target at a new interface means editing its `case` only.""
 import io
 import json
 import select
-import struct
 
 from fuzz_harness import mutate
+from mqtt_packets import packet, publish  # shared with hostile_broker.py (CPython)
 from ota import config, events, history, manifest, store, trial, trust
 from ota.errors import OTAError
 from ota.progress import Progress
@@ -83,22 +83,6 @@ class _Stream(io.IOBase):
         pass
 
 
-def _packet(op, body):
-    size = len(body)
-    head = bytearray([op])
-    while True:
-        b = size & 0x7F
-        size >>= 7
-        head.append(b | (0x80 if size else 0))
-        if not size:
-            return bytes(head) + body
-
-
-def _publish(topic, payload, qos=0, pid=1, retain=False):
-    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", pid) if qos else b"") + payload
-    return _packet(0x30 | qos << 1 | (1 if retain else 0), body)
-
-
 class mqtt(_Corpus):
     """Broker byte streams (PUBLISH of every size and QoS, acks, pings, junk) damaged and fed to
     the client's decoder, with and without a subscribe or QoS 1 publish waiting for its ack."""
@@ -107,10 +91,10 @@ class mqtt(_Corpus):
         super().__init__(folder)
         blob = self.blobs[0]
         self.packets = [
-            _publish(b"ota/manifest/plant", blob, 1, 7, True), _publish(b"ota/fw/0011223344556677/0", b"\xa5" * 1000),
-            _publish(b"t", b""), _publish(b"x" * 200, b"y" * 50), _publish(b"big", b"z" * 5000, 1, 9),
-            _packet(0x90, b"\x00\x01\x01"), _packet(0x90, b"\x00\x01\x80"), _packet(0x40, b"\x00\x01"),
-            _packet(0xB0, b"\x00\x02"), _packet(0xD0, b""), _packet(0x20, b"\x00\x00"), _packet(0xE0, b""),
+            publish(b"ota/manifest/plant", blob, 1, 7, True), publish(b"ota/fw/0011223344556677/0", b"\xa5" * 1000),
+            publish(b"t", b""), publish(b"x" * 200, b"y" * 50), publish(b"big", b"z" * 5000, 1, 9),
+            packet(0x90, b"\x00\x01\x01"), packet(0x90, b"\x00\x01\x80"), packet(0x40, b"\x00\x01"),
+            packet(0xB0, b"\x00\x02"), packet(0xD0, b""), packet(0x20, b"\x00\x00"), packet(0xE0, b""),
         ]
 
     def case(self, rng):

@@ -21,23 +21,9 @@ import threading
 import time
 from collections import Counter
 
+from mqtt_packets import packet, publish  # shared with fuzz_targets.py, which runs under MicroPython
+
 MODES = ("mute", "dribble", "stall", "no_puback", "refuse_sub", "reset", "garbage", "long_chunk", "good")
-
-
-def packet(op, body=b""):
-    size, head = len(body), bytearray([op])
-    while True:
-        b = size & 0x7F
-        size >>= 7
-        head.append(b | (0x80 if size else 0))
-        if not size:
-            return bytes(head) + body
-
-
-def publish(topic, payload, pid=0, retain=True):
-    """A PUBLISH, QoS 1 when `pid` is given."""
-    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", pid) if pid else b"") + payload
-    return packet(0x30 | (2 if pid else 0) | (1 if retain else 0), body)
 
 
 def _read_packet(conn):
@@ -149,7 +135,7 @@ class HostileBroker:
                     if mode == "long_chunk" and b"/fw/" in topic:
                         payload += b"\x00"
                     pid = pid % 65535 + 1
-                    conn.sendall(publish(topic, payload, pid))
+                    conn.sendall(publish(topic, payload, 1, pid, retain=True))
                 if mode == "dribble" and any(b"/manifest/" in t for t in topics):
                     self._dribble(conn)  # and nothing else, ever
                     return
@@ -168,7 +154,7 @@ class HostileBroker:
                 return
 
     def _dribble(self, conn):
-        data = publish(b"app/slow", b"x" * 4000)
+        data = publish(b"app/slow", b"x" * 4000, retain=True)
         for i in range(len(data)):
             if self.closed:
                 return

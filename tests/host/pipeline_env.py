@@ -32,6 +32,7 @@ class PipelineBoard:
         self.device.write_files({
             "boot.py": (ROOT / "boot.py").read_text(),
             "main.py": (ROOT / "tests/host/apps/local_update.py").read_text(),
+            "table_feed.py": (ROOT / "tests/host/apps/table_feed.py").read_text(),
             "app.json": json.dumps(app or {"seed": 1, "duplicates": 50}),
             "ota_config.json": json.dumps({"wdt_ms": wdt_ms, "confirm_within_ms": confirm_within_ms}),
             ".ota/trust.bin": signer.trust.read_bytes(),

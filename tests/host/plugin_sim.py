@@ -136,6 +136,11 @@ class SimDevice:
         """Wait until the console matches the regular expression `pattern` (multiline)."""
         self._wait_until(lambda: re.search(pattern, self.console, re.M), timeout, repr(pattern))
 
+    def wait_lines(self, pattern, count, timeout=30):
+        """Wait until `count` console lines in all match the regular expression `pattern`."""
+        self._wait_until(lambda: len(re.findall(pattern, self.console, re.M)) >= count, timeout,
+                         "%d lines %r" % (count, pattern))
+
     def wait_boots(self, count, timeout=30):
         """Wait until the console shows `count` boot lines in all."""
         self._wait_until(lambda: len(self.boot_log()) >= count, timeout, "boot %d" % count)

@@ -21,6 +21,7 @@ EVENT = re.compile(r"^EVENT (\S+) (.*)$", re.M)
 RP2_BOARD = "rp2-pico-w"
 LAUNCHER = (ROOT / "boards" / "rp2" / "main.py").read_text()
 BUNDLE_APP = (ROOT / "tests" / "host" / "apps" / "bundle_app.py").read_text()
+TABLE_FEED = (ROOT / "tests" / "host" / "apps" / "table_feed.py").read_text()  # bundle_app.py's helper
 BUNDLE_MQTT_APP = (ROOT / "tests" / "host" / "apps" / "bundle_mqtt_app.py").read_text()
 
 
@@ -89,7 +90,7 @@ def events(text):
 def app_bundle(version, behaviour, extra=None, main=BUNDLE_APP):
     """The files of a test application bundle: main.py (by default one that applies a staged
     release) confirms a trial once `behaviour.healthy()` (a module of the bundle) says so."""
-    files = {"main.py": main.encode(), "behaviour.py": behaviour.encode(),
+    files = {"main.py": main.encode(), "behaviour.py": behaviour.encode(), "table_feed.py": TABLE_FEED.encode(),
              "version.txt": version.encode()}
     files.update({k: v.encode() if isinstance(v, str) else v for k, v in (extra or {}).items()})
     return bundle.pack(files)

@@ -1,12 +1,20 @@
-"""The broker binds every client id to its certificate, and the fleet's private keys are owner-only
-from their first byte: against a real mosquitto with the generated configuration."""
+"""The broker binds every client id to its certificate (against a real mosquitto with the generated
+configuration), and the fleet's private keys are owner-only from their first byte, even when a run
+is killed half-way (the real `mpota fleet` commands, watched and killed through strace)."""
 import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from mpota import mosquitto_conf, pki
+import syscalls
+from mpota import mosquitto_conf
 from mpota.broker import Connection
 from mpota.fleet import Fleet
 from mpota.localbroker import LocalBroker
@@ -74,58 +82,135 @@ def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def private_files(folder):
-    return [p for p in folder.rglob("*") if p.is_file() and (p.name.endswith(".key") or p.name.endswith(".key.der"))]
+KEY_NAME = re.compile(r"\.key(\.der)?(\.tmp)?$")  # a private key, or one on its way to its name
 
 
-def test_private_keys_are_owner_only_from_the_first_byte_whatever_the_umask(tmp_path, monkeypatch):
-    chmods = []
-    monkeypatch.setattr(os, "chmod", lambda *a, **k: chmods.append(a))
-    monkeypatch.setattr(type(tmp_path), "chmod", lambda self, *a, **k: chmods.append((self,) + a))
-    created = []
-    real_open = os.open
-
-    def watch_open(path, flags, mode=0o777, *a, **k):
-        fd = real_open(path, flags, mode, *a, **k)
-        if str(path).endswith((".key.tmp", ".key.der.tmp")):
-            created.append(stat.S_IMODE(os.fstat(fd).st_mode))  # the mode the first byte lands in
-        return fd
-
-    monkeypatch.setattr(os, "open", watch_open)
-    old = os.umask(0)  # the worst case: nothing masked
+def holds_private_key(path):
+    """By content, whatever the name: a whole private key (PEM or DER) or the start of a PEM one."""
+    data = Path(path).read_bytes()
+    if b"PRIVATE KEY" in data:
+        return True
     try:
-        f = Fleet.init(tmp_path / "fleet", "plant")
-        f.add("dev-1")
-        (tmp_path / "conf").mkdir()
-        (tmp_path / "conf" / "server.key").write_bytes(b"an older key, world readable")
-        mosquitto_conf.write(f, tmp_path / "conf", port=18883)  # server.crt is absent: a new server key
-    finally:
-        os.umask(old)
-    keys = private_files(tmp_path / "fleet") + [tmp_path / "conf" / "server.key"]
-    assert len(keys) >= 4  # ca.key, publisher.key, dev-1.key, devices/dev-1/certs/device.key.der, server.key
-    assert {mode(k) for k in keys} == {0o600}
-    assert created and set(created) == {0o600}
-    assert not [c for c in chmods if ".key" in str(c[0])]  # public files may be opened up; keys never touched
-    for folder in (tmp_path / "fleet", tmp_path / "fleet" / "pki", tmp_path / "fleet" / "devices" / "dev-1",
-                   tmp_path / "fleet" / "devices" / "dev-1" / "certs"):
+        serialization.load_der_private_key(data, None)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def loads_as_private_key(path):
+    data = Path(path).read_bytes()
+    load = serialization.load_pem_private_key if path.name.endswith(".key") else serialization.load_der_private_key
+    try:
+        load(data, None)
+    except ValueError:
+        return False
+    return True
+
+
+def files(*folders):
+    return [p for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file()]
+
+
+def assert_no_key_is_readable_by_others(*folders):
+    """Every file named as a private key (leftovers included) or holding one is owner-only, and
+    every file at a key's name is a whole key: an interrupted write never leaves a usable half."""
+    for path in files(*folders):
+        if KEY_NAME.search(path.name) or holds_private_key(path):
+            assert mode(path) & 0o077 == 0, "%s is %o" % (path, mode(path))
+        if KEY_NAME.search(path.name) and not path.name.endswith(".tmp"):
+            assert loads_as_private_key(path), "%s is not a whole key" % path
+
+
+def fleet_cli(*args):
+    return ["-m", "mpota", "fleet"] + list(args)
+
+
+def moved(argv, old, new):
+    """The same command on a copy of its folders."""
+    return [str(a).replace(str(old), str(new)) for a in argv]
+
+
+def test_private_keys_are_owner_only_from_the_first_byte_whatever_the_umask(tmp_path):
+    """`mpota fleet init`, `add` and `broker-config` run under strace with nothing masked: every
+    file that receives a private key's bytes was created by that open, 0600 and O_EXCL, under a
+    temporary name renamed over the key's name; nothing is chmod-ed; an older world-readable key
+    at the name is replaced, its inode never written."""
+    root, conf = tmp_path / "fleet", tmp_path / "conf"
+    conf.mkdir()
+    old = conf / "server.key"
+    old.write_bytes(b"an older key, world readable")
+    old.chmod(0o644)
+    os.link(old, tmp_path / "old-inode")  # watches the old file's inode
+    calls = []
+    for i, argv in enumerate([fleet_cli("init", "plant", "--fleet-dir", root),
+                              fleet_cli("add", "dev-1", "--fleet-dir", root),
+                              fleet_cli("broker-config", "--fleet-dir", root, "--out", conf, "--port", 18883)]):
+        proc, traced = syscalls.run_traced(argv, tmp_path / ("trace-%d" % i),
+                                           "%file,write,fchmod,ftruncate", umask=0)
+        assert proc.returncode == 0, proc.stderr
+        calls += traced
+
+    exclusive = set()  # key files created 0600 by the open itself
+    for c in calls:
+        if c.name in ("open", "openat", "creat") and c.result >= 0 and c.writes_file() and KEY_NAME.search(c.paths[0]):
+            assert c.paths[0].endswith(".tmp"), "a key's own name opened for writing: %s" % c.paths[0]
+            assert {"O_CREAT", "O_EXCL"} <= c.flags and c.mode == 0o600, (c.paths[0], c.flags, oct(c.mode or 0))
+            exclusive.add(c.paths[0])
+        if c.name in ("chmod", "fchmod", "fchmodat", "fchmodat2", "truncate", "ftruncate", "link", "linkat", "symlink",
+                      "symlinkat"):
+            assert not any(KEY_NAME.search(p) for p in c.paths), (c.name, c.paths)
+        if c.name.startswith("rename") and KEY_NAME.search(c.paths[-1]):
+            assert c.paths[0] in exclusive, "%s reached %s without an exclusive 0600 create" % (c.paths[0], c.paths[-1])
+    assert len(exclusive) == 7  # ca, publisher, rollout, dev-1, the device's DER copy, broker, server
+
+    keys = [p for p in files(root, conf) if holds_private_key(p)]
+    assert len(keys) == 7 and {mode(k) for k in keys} == {0o600}
+    writes = [c for c in calls if c.name == "write"]
+    for key in keys:
+        data = key.read_bytes()
+        into = {c.paths[0] for c in writes if data in c.data}
+        assert into and into <= exclusive, (key, into)  # nowhere else, stdout included
+    assert (tmp_path / "old-inode").read_bytes() == b"an older key, world readable"
+    assert os.stat(old).st_ino != os.stat(tmp_path / "old-inode").st_ino
+    for folder in (root, root / "pki", root / "devices" / "dev-1", root / "devices" / "dev-1" / "certs"):
         assert mode(folder) == 0o700, folder
 
 
-def test_an_interrupted_key_write_leaves_nothing_readable(tmp_path, monkeypatch):
-    def fail(fd):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "fsync", fail)
-    target = tmp_path / "k.key"
-    target.write_bytes(b"older key")
-    os.chmod(target, 0o644)
-    with pytest.raises(KeyboardInterrupt):
-        pki.write_private(target, b"secret")
-    left = tmp_path / "k.key.tmp"
-    assert left.exists() and mode(left) == 0o600
-    monkeypatch.undo()
-    pki.write_private(target, b"secret")  # the next run replaces both
-    assert mode(target) == 0o600 and target.read_bytes() == b"secret" and not left.exists()
+def test_a_kill_anywhere_leaves_no_key_readable_and_no_half_key_usable(tmp_path):
+    """`mpota fleet init`, then `add`, then `broker-config`, each killed (SIGKILL, umask 0) on
+    entering every write and rename of a key file and the call after it: every state a key passes
+    through (an fsync changes nothing a killed process leaves behind: the page cache outlives it).
+    An interrupted init is run again and completes, leaving no leftover."""
+    base = tmp_path / "base"
+    base.mkdir()
+    root, conf = base / "fleet", base / "conf"
+    steps = [fleet_cli("init", "plant", "--fleet-dir", root), fleet_cli("add", "dev-1", "--fleet-dir", root),
+             fleet_cli("broker-config", "--fleet-dir", root, "--out", conf, "--port", 18883)]
+    kills = 0
+    for step, argv in enumerate(steps):
+        scratch = tmp_path / ("count-%d" % step)
+        shutil.copytree(base, scratch, symlinks=True)
+        proc, calls = syscalls.run_traced(moved(argv, base, scratch), tmp_path / ("trace-%d" % step),
+                                          "write,?rename,?renameat,?renameat2", umask=0)
+        assert proc.returncode == 0, proc.stderr
+        points = syscalls.kill_points(calls, lambda c: any(KEY_NAME.search(p) for p in c.paths))
+        for call, n in points:
+            work = tmp_path / ("kill-%d-%s-%d" % (step, call, n))
+            shutil.copytree(base, work, symlinks=True)
+            syscalls.kill_at(moved(argv, base, work), call, n, umask=0)
+            kills += 1
+            assert_no_key_is_readable_by_others(work)
+            if step == 0 and not (work / "fleet" / "fleet.json").exists():
+                again = subprocess.run([sys.executable] + moved(argv, base, work), capture_output=True, text=True,
+                                       umask=0, timeout=60)
+                assert again.returncode == 0, again.stderr
+                assert_no_key_is_readable_by_others(work)
+                assert not [p for p in files(work) if p.name.endswith(".tmp")]
+            shutil.rmtree(work)
+        shutil.rmtree(scratch)
+        again = subprocess.run([sys.executable] + [str(a) for a in argv], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr  # the next step starts from this one, done
+    assert kills >= 3 * 7  # per key: created empty, written, renamed into place
 
 
 def test_a_revoked_devices_private_key_is_gone_from_the_fleet_folder(fleet):

@@ -1,5 +1,6 @@
 """Deflate and delta chunks (docs/ENCODINGS.md): built by the host (tools/encodings.py), decoded
-by the device (lib/ota/encoding.py) under the real MicroPython unix port, with and without the
+by the device (lib/ota/encoding.py) under the real MicroPython unix port, its base read from the
+simulated running slot (esp32.Partition) as on the board, with and without the
 viper byte loop; every malformed chunk refused with `bad_patch` before it yields a byte."""
 import json
 import random
@@ -10,7 +11,9 @@ import zlib
 import pytest
 
 import mpunix
+from mpunix import SIM_MODULES
 from mpota import encodings
+from plugin_sim import PARTITIONS, blank_flash
 
 PIECE = encodings.PIECE
 
@@ -18,20 +21,10 @@ DECODE = """
 import sys, json
 from ota.encoding import LOOP, Decoder
 from ota.errors import OTAError
+from esp32 import Partition
 
-class Base:
-    # the block-device protocol of esp32.Partition: readblocks(block, buf, offset)
-    def __init__(self, data):
-        self.data = data
-    def readblocks(self, block, buf, offset=0):
-        at = block * 4096 + offset
-        if at + len(buf) > len(self.data):
-            raise OSError(22)
-        buf[:] = self.data[at : at + len(buf)]
-
-base = open(sys.argv[1], "rb").read()
 kind = sys.argv[2]
-d = Decoder(4096, 12, Base(base), len(base))
+d = Decoder(4096, 12, Partition(Partition.RUNNING), int(sys.argv[1]))  # the base: the running slot, as on the board
 out = open(sys.argv[4], "wb")
 results = []
 for line in open(sys.argv[3]):
@@ -57,13 +50,15 @@ def _images(seed=7, size=70_000):
 
 
 def _decode(tmp_path, base, kind, chunks, lengths, lib=mpunix.LIB):
-    (tmp_path / "base.bin").write_bytes(base)
+    flash = blank_flash(tmp_path / "flash.bin", base)  # the base image in the running slot (ota_0)
     with open(tmp_path / "chunks.jsonl", "w") as f:
         for chunk, length in zip(chunks, lengths):
             f.write(json.dumps({"chunk": chunk.hex(), "length": length}) + "\n")
     script = tmp_path / "decode.py"
     script.write_text(DECODE)
-    proc = mpunix.run(script=script, args=[str(tmp_path / n) for n in ("base.bin",)] + [kind, str(tmp_path / "chunks.jsonl"), str(tmp_path / "out.bin")], path=(lib,), heapsize="1M")
+    proc = mpunix.run(script=script, args=[str(len(base)), kind, str(tmp_path / "chunks.jsonl"), str(tmp_path / "out.bin")],
+                      path=(SIM_MODULES, lib), heapsize="1M",
+                      env={"OTASIM_FLASH": str(flash), "OTASIM_PARTITIONS": str(PARTITIONS), "OTASIM_RUNNING": "ota_0"})
     return json.loads(proc.stdout), (tmp_path / "out.bin").read_bytes()
 
 

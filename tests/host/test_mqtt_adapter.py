@@ -1,11 +1,13 @@
 """Lending the application's own MQTT connection to the OTA transport (lib/ota/adapter.py): one
-connection carries the application's messages and the update, with a umqtt.simple-style client
-(no unsubscribe) and with an asyncio-style client (coroutine methods)."""
+connection carries the application's messages and the update, with umqtt.simple as published on
+the package index (no unsubscribe) and with an asyncio-style client (coroutine methods: the
+project's own client behind coroutine wrappers, as no asyncio MQTT client is pinned at set-up)."""
 import os
 
 import pytest
 
 from plugin_broker import make_release
+from test_lent_clients import device_libs  # noqa: F401  (a fixture: the libraries `make setup` fetched)
 from mpota import broker as hostbroker
 from mpota.cmd_publish import publish_release
 
@@ -16,13 +18,12 @@ from ota.mqtt import MQTTClient
 from ota.transport import Transport
 from sink import Sink
 
-client = MQTTClient("dev-app", "127.0.0.1", %(port)d)
+if %(kind)r == "simple":
+    from umqtt.simple import MQTTClient as SimpleClient  # umqtt.simple as published on the package index
+    client = SimpleClient("dev-app", "127.0.0.1", %(port)d)
+else:
+    client = MQTTClient("dev-app", "127.0.0.1", %(port)d)
 app_messages = []
-
-class Simple:
-    # the surface of umqtt.simple: publish and subscribe, no unsubscribe
-    def __init__(self, c):
-        self.publish, self.subscribe = c.publish, c.subscribe
 
 class Async:
     # the surface of an asyncio client: every call is a coroutine
@@ -36,7 +37,7 @@ class Async:
         self.c.unsubscribe(topic)
 
 sink = Sink(%(data)r)
-link = Adapter(Simple(client)) if %(kind)r == "simple" else Adapter(Async(client), spawn=asyncio.create_task)
+link = Adapter(client) if %(kind)r == "simple" else Adapter(Async(client), spawn=asyncio.create_task)
 t = Transport(link, sink, "dev-app", "esp32-generic")
 client.set_callback(link.callback(t, lambda topic, msg: app_messages.append((topic, bytes(msg)))))
 client.set_last_will(*t.last_will())
@@ -61,13 +62,14 @@ client.disconnect()
 
 
 @pytest.mark.parametrize("kind", ["simple", "async"])
-def test_lent_client_carries_app_and_update(mosquitto, mp, device_lib, ota_device, tmp_path, kind):
+def test_lent_client_carries_app_and_update(mosquitto, mp, device_lib, device_libs, ota_device, tmp_path, kind):
     mq = mosquitto()
     image = os.urandom(40 * 1024)
     with hostbroker.Connection(mq.host, mq.port) as conn:
         rid = publish_release(conn, make_release(image, chunk_size=4096), image, ["ota/manifest/esp32-generic"])
     data = tmp_path / "slot.bin"
-    out = mp(APP % {"port": mq.port, "data": str(data), "kind": kind}, path=(".frozen", device_lib, ota_device.home)).stdout
+    out = mp(APP % {"port": mq.port, "data": str(data), "kind": kind},
+             path=(".frozen", device_lib, ota_device.home, device_libs)).stdout
     assert out.strip() == "COMPLETE %s [(b'app/cmd', b'hello app')]" % rid
     assert data.read_bytes() == image
     log = mq.log_text()

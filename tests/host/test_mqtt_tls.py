@@ -20,13 +20,13 @@ pattern write ota/status/%u/#
 CONNECT = """
 import tls
 from ota.mqtt import MQTTClient, MQTTError
-def client(device, port, ca, cert=None, key=None):
+def client(device, port, ca, cert=None, key=None, server_hostname="localhost"):
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED
     ctx.load_verify_locations(open(ca, "rb").read())
     if cert:
         ctx.load_cert_chain(open(cert, "rb").read(), open(key, "rb").read())
-    return MQTTClient(device, "127.0.0.1", port, ssl=ctx, server_hostname="localhost", timeout=5)
+    return MQTTClient(device, "127.0.0.1", port, ssl=ctx, server_hostname=server_hostname, timeout=5)
 """
 
 
@@ -136,8 +136,7 @@ def test_server_name_is_checked(tls_broker, mp, device_lib, tmp_path):
     ca, _, _ = der_files(tmp_path, mq.pki)
     out = mp(CONNECT + """
 for name in ("localhost", "broker.example"):
-    c = client("dev-a", %d, %r)
-    c.server_hostname = name
+    c = client("dev-a", %d, %r, server_hostname=name)
     try:
         c.connect()
         print(name, "connected")

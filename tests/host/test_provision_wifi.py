@@ -1,13 +1,20 @@
 """`mpota provision` writes the board's Wi-Fi settings: the password from $MPOTA_WIFI_PASSWORD or a
 prompt, never from the command line; and the version of the firmware it flashes."""
-import io
 import json
+import os
+import pty
+import select
+import signal
 import stat
 import struct
+import subprocess
+import sys
+import time
 import zlib
 
 import pytest
 
+from mpunix import ROOT
 from test_provision import Inputs, provision_cli
 
 WIFI_PASSWORD = "hunter2-but-longer"
@@ -35,14 +42,45 @@ def test_wifi_settings_from_flags_and_the_environment(inputs, capsys, monkeypatc
     assert WIFI_PASSWORD not in out + err
 
 
-def test_the_password_is_asked_for_in_a_terminal(inputs, capsys, monkeypatch):
-    monkeypatch.delenv("MPOTA_WIFI_PASSWORD", raising=False)
-    tty = io.StringIO()
-    tty.isatty = lambda: True
-    monkeypatch.setattr("sys.stdin", tty)
-    monkeypatch.setattr("getpass.getpass", lambda prompt: WIFI_PASSWORD if "home" in prompt else "")
-    code, out, err = provision_cli(inputs.args("--wifi-ssid", "home"), capsys)
-    assert code == 0, err
+def in_a_terminal(argv, answers, timeout=60):
+    """Run `python -m mpota argv...` with a new pseudo-terminal as its controlling terminal (what
+    getpass reads): each time the output so far ends with a prompt of `answers`, type its answer.
+    Returns (exit code, everything the terminal showed)."""
+    env = {k: v for k, v in os.environ.items() if k != "MPOTA_WIFI_PASSWORD"}
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.chdir(ROOT)
+            os.execve(sys.executable, [sys.executable, "-m", "mpota"] + argv, env)
+        finally:
+            os._exit(127)
+    shown, pending = b"", dict(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for prompt in [p for p in pending if shown.endswith(p.encode())]:
+                os.write(fd, pending.pop(prompt).encode() + b"\n")
+            if not select.select([fd], [], [], 1)[0]:
+                continue
+            try:
+                more = os.read(fd, 4096)
+            except OSError:  # EIO: the program has exited and closed the terminal
+                more = b""
+            if not more:
+                break
+            shown += more
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(fd)
+    status = os.waitpid(pid, 0)[1]
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_the_password_is_asked_for_in_a_terminal(inputs):
+    code, shown = in_a_terminal(inputs.args("--wifi-ssid", "home"), {"Wi-Fi password for home: ": WIFI_PASSWORD})
+    assert code == 0, shown
+    assert "Wi-Fi password for home: " in shown and WIFI_PASSWORD not in shown  # asked for, not echoed
     assert config_of(inputs)["wifi"]["password"] == WIFI_PASSWORD
 
 
@@ -63,14 +101,14 @@ def test_open_network_and_no_wifi(inputs, capsys, monkeypatch):
     (["--wifi-ssid", "home", "--wifi-hostname=-bad-"], WIFI_PASSWORD, "hostname"),
     (["--wifi-country", "DE"], None, "need --wifi-ssid"),
 ], ids=["no-password", "short-password", "long-ssid", "country", "ifconfig", "hostname", "no-ssid"])
-def test_bad_wifi_settings_are_usage_errors(inputs, capsys, monkeypatch, extra, env, says):
-    monkeypatch.setattr("sys.stdin", io.StringIO())  # not a terminal
-    if env is None:
-        monkeypatch.delenv("MPOTA_WIFI_PASSWORD", raising=False)
-    else:
-        monkeypatch.setenv("MPOTA_WIFI_PASSWORD", env)
-    code, out, err = provision_cli(inputs.args(*extra), capsys)
-    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+def test_bad_wifi_settings_are_usage_errors(inputs, extra, env, says):
+    """The command as a script runs it: stdin not a terminal, one line on stderr, exit code 2."""
+    environ = {k: v for k, v in os.environ.items() if k != "MPOTA_WIFI_PASSWORD"}
+    if env is not None:
+        environ["MPOTA_WIFI_PASSWORD"] = env
+    proc = subprocess.run([sys.executable, "-m", "mpota"] + inputs.args(*extra), cwd=ROOT, env=environ,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (inputs.out / "ota_config.json").exists()
 
 

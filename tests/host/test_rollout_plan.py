@@ -180,18 +180,15 @@ def test_retained_state_tells_what_happened_while_no_runner_listened(fleet):
     assert e3.plan["devices"]["d00"]["status"] == "succeeded"
 
 
-def test_plan_checks():
-    class F:
-        name, root = "plant", "ota"
-
-    with pytest.raises(CliError):
-        rollout.new_plan("r1", F, BLOB, ["a"], canary=["b"])
-    with pytest.raises(CliError):
-        rollout.new_plan("r1", F, BLOB, ["a"], percents=(50, 10))
-    with pytest.raises(CliError):
-        rollout.new_plan("r/1", F, BLOB, ["a"])
-    with pytest.raises(CliError):
-        rollout.new_plan("r1", F, BLOB, ["a"], failure_types=("crashed",))
+def test_plan_checks(fleet):
+    with pytest.raises(CliError, match="canary devices not in the targets: b"):
+        rollout.new_plan("r1", fleet, BLOB, ["a"], canary=["b"])
+    with pytest.raises(CliError, match="wave percentages must rise"):
+        rollout.new_plan("r1", fleet, BLOB, ["a"], percents=(50, 10))
+    with pytest.raises(CliError, match="rollout 'r/1'"):
+        rollout.new_plan("r/1", fleet, BLOB, ["a"])
+    with pytest.raises(CliError, match="failure types"):
+        rollout.new_plan("r1", fleet, BLOB, ["a"], failure_types=("crashed",))
 
 
 def test_state_file_survives_and_controls_apply(fleet):

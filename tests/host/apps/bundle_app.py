@@ -10,6 +10,7 @@ from ota import events, trial, trust
 from ota.config import load as load_config
 from ota.errors import OTAError
 from ota.updater import Updater
+from table_feed import feed_table
 
 events.listen(lambda kind, fields: print("EVENT", kind, json.dumps(fields)))
 cfg = json.load(open("app.json"))
@@ -20,22 +21,6 @@ behaviour.start()
 while trial.in_trial() and not ota.confirm([behaviour.healthy]):
     ota.feed()
     time.sleep_ms(20)
-
-
-
-def feed_table(updater, m, folder):
-    """The digest table first (index, then pages), laid out in table.bin as the device keeps it."""
-    with open(folder + "/table.bin", "rb") as table:
-        while True:
-            need = [k for k in updater.missing(8) if k >= m.chunk_count]
-            if not need:
-                return
-            for k in need:
-                j = k - m.chunk_count
-                first = (j - 1) * m.fanout
-                offset, length = (0, 32 * m.pages) if j == 0 else (32 * (m.pages + first), 32 * min(m.fanout, m.chunk_count - first))
-                table.seek(offset)
-                updater.write_chunk(k, table.read(length))
 
 
 def apply(folder):
@@ -52,7 +37,7 @@ def apply(folder):
         return
     if not m:
         return
-    feed_table(updater, m, folder)
+    feed_table(updater, m, folder + "/table.bin")
     random.seed(cfg.get("seed", 1))
     order = list(range(m.chunk_count))
     for i in range(len(order) - 1, 0, -1):

@@ -9,6 +9,7 @@ import ota
 from ota import events, trial, trust
 from ota.errors import OTAError
 from ota.updater import Updater
+from table_feed import feed_table
 
 events.listen(lambda kind, fields: print("EVENT", kind, json.dumps(fields)))
 cfg = json.load(open("app.json"))
@@ -30,21 +31,6 @@ def chunks_in_shuffled_order(count, seed, duplicates):
     return order
 
 
-def feed_table(updater, m):
-    """The digest table first (index, then pages), laid out in <id>.table as the device keeps it."""
-    with open("/.sim/share/release/%s.table" % m.id, "rb") as table:
-        while True:
-            need = [k for k in updater.missing(8) if k >= m.chunk_count]
-            if not need:
-                return
-            for k in need:
-                j = k - m.chunk_count
-                first = (j - 1) * m.fanout
-                offset, length = (0, 32 * m.pages) if j == 0 else (32 * (m.pages + first), 32 * min(m.fanout, m.chunk_count - first))
-                table.seek(offset)
-                updater.write_chunk(k, table.read(length))
-
-
 try:
     blob = open("/.sim/share/release/manifest.bin", "rb").read()
 except OSError:
@@ -58,7 +44,7 @@ if blob:
         print("REFUSED", exc.reason)
         m = None
     if m:
-        feed_table(updater, m)
+        feed_table(updater, m, "/.sim/share/release/%s.table" % m.id)
         buf = bytearray(m.chunk_size + 64)  # encoded chunks may be 64 bytes longer
         ends = open("/.sim/share/release/%s.ends" % m.id, "rb")  # where each chunk starts and ends, 4 bytes each
         span = bytearray(8)
