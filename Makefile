@@ -16,7 +16,7 @@ $(STAMP): requirements-dev.txt requirements-rp2-stubs.txt pyproject.toml
 
 setup: $(STAMP)
 	tools/ensure-brokers.sh
-	$(BIN)/python tests/devicelibs/fetch.py build/devicelibs
+	$(BIN)/python tests/devicelibs/fetch.py build/frozen build/devicelibs
 
 test: setup
 	$(BIN)/pytest -q tests/host tests/device --virtual --allow-reboot

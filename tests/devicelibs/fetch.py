@@ -1,12 +1,14 @@
-"""Fetch the third-party MicroPython libraries the device tests lend to the OTA service, from the
-package index at set-up time (never copied into the repository), into a folder that goes on the
-simulated board's path.
+"""Fetch the third-party MicroPython libraries the real ESP32_GENERIC build freezes (micropython-lib's
+umqtt.simple and umqtt.robust, `require()`d by ports/esp32/boards/manifest.py) from the package
+index at set-up time (never copied into the repository), into each folder named: build/frozen,
+which the simulated board's supervisor lays out as frozen modules of every image, and
+build/devicelibs, a plain copy for code run on the unix port outside a board.
 
 They are published on PyPI in MicroPython's own (upip) sdist format, which pip cannot install, so
 the pinned archive is taken from the index's simple API (PEP 691, the listing pip reads), checked
 against its pinned SHA-256, and only the named modules are extracted.
 
-    python tests/devicelibs/fetch.py build/devicelibs
+    python tests/devicelibs/fetch.py build/frozen build/devicelibs
 """
 import hashlib
 import io
@@ -38,10 +40,10 @@ def archive_url(project, filename):
     raise SystemExit("%s is not on the index for %s" % (filename, project))
 
 
-def fetch(out):
-    out = Path(out)
+def fetch(*outs):
+    outs = [Path(out) for out in outs]
     for project, filename, sha256, members in PINS:
-        if all((out / target).exists() for target in members.values()):
+        if all((out / target).exists() for out in outs for target in members.values()):
             continue
         with urllib.request.urlopen(archive_url(project, filename), timeout=60) as answer:
             data = answer.read()
@@ -49,11 +51,13 @@ def fetch(out):
             raise SystemExit("%s: SHA-256 differs from the pinned one" % filename)
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
             for member, target in members.items():
-                path = out / target
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(archive.extractfile(member).read())
+                source = archive.extractfile(member).read()
+                for out in outs:
+                    path = out / target
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(source)
         print("%s from %s" % (", ".join(members.values()), filename))
 
 
 if __name__ == "__main__":
-    fetch(sys.argv[1] if len(sys.argv) > 1 else "build/devicelibs")
+    fetch(*(sys.argv[1:] or ["build/frozen", "build/devicelibs"]))

@@ -1,29 +1,16 @@
 """An application's own MQTT client lent to the OTA service (`ota.service.start(client=...)`):
-umqtt.simple, as published on the package index, carries the application's messages and a whole
-update (download, reboot, trial, confirmation) over one connection; umqtt.robust is refused, with
-the reason."""
-import shutil
-
-import pytest
-
+umqtt.simple, frozen in the firmware as on ESP32_GENERIC (micropython-lib's, from the package index
+at set-up), carries the application's messages and a whole update (download, reboot, trial,
+confirmation) over one connection; umqtt.robust is refused, with the reason."""
 import mpunix
 from e2e_env import Fleet
 from mpunix import ROOT
-
-DEVICE_LIBS = ROOT / "build" / "devicelibs"
-
-
-@pytest.fixture(scope="module")
-def device_libs():
-    if not (DEVICE_LIBS / "umqtt" / "simple.py").exists():
-        pytest.fail("umqtt.simple is missing from %s: run `make setup`" % DEVICE_LIBS, pytrace=False)
-    return DEVICE_LIBS
+from test_frozen_modules import frozen_umqtt  # noqa: F401  (fixture)
 
 
-def test_umqtt_simple_lent_to_the_service_updates_and_serves_the_app(tmp_path, mosquitto, sim_device, device_libs):
+def test_umqtt_simple_lent_to_the_service_updates_and_serves_the_app(tmp_path, mosquitto, sim_device, frozen_umqtt):  # noqa: F811
     fleet = Fleet(tmp_path, mosquitto(), sim_device)  # umqtt.simple 1.3.4 speaks plain TCP only
-    board = fleet.board("lent-1", app="lent_umqtt.py")
-    shutil.copytree(device_libs / "umqtt", board.fs / "lib" / "umqtt")
+    board = fleet.board("lent-1", app="lent_umqtt.py")  # the firmware's frozen umqtt, no copy in /lib
     board.start()
     board.wait_for("^APP connected")
     fleet.wait_state(lambda s: (s.get("lent-1") or {}).get("online") is True)
@@ -43,6 +30,8 @@ def test_umqtt_simple_lent_to_the_service_updates_and_serves_the_app(tmp_path, m
     assert board.console.count("APP connected") >= 2  # subscribed again after the reboot
     connects = [line for line in fleet.broker.log_text().splitlines() if "New client connected" in line and " as lent-1 " in line]
     assert len(connects) >= 2, connects  # one connection per boot, shared with the application
+    board.power_cut()
+    assert "umqtt" not in board.listdir("/") + board.listdir("/lib")  # the firmware's copy served
 
 
 ROBUST = """
@@ -55,8 +44,8 @@ except UnsupportedClient as exc:
 """
 
 
-def test_umqtt_robust_is_refused_with_the_reason(device_libs):
-    out = mpunix.run(ROBUST, path=(ROOT / "lib", device_libs)).stdout
+def test_umqtt_robust_is_refused_with_the_reason(frozen_umqtt):  # noqa: F811
+    out = mpunix.run(ROBUST, path=(ROOT / "lib", frozen_umqtt)).stdout
     assert out.startswith("REFUSED unsupported_client ") and "persistent session" in out and "umqtt.simple" in out
 
 

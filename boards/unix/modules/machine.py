@@ -1,5 +1,5 @@
 """`machine` as on the ESP32 port: the unix port's built-in module plus WDT, reset,
-reset_cause, deepsleep, unique_id and freq, backed by the simulator's supervisor."""
+reset_cause, deepsleep, unique_id, freq and RTC, backed by the simulator's supervisor."""
 from umachine import *  # noqa: F401,F403  (the unix port's machine is extensible)
 from micropython import const
 import binascii
@@ -58,3 +58,13 @@ def freq(hz=None):
     if hz not in _FREQS:
         raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
     _freq = hz
+
+
+def __getattr__(name):
+    """RTC (sim_rtc.py) is loaded on first use, so boards that never touch it do not carry it
+    on their heap."""
+    if name == "RTC":
+        from sim_rtc import RTC
+
+        return RTC
+    raise AttributeError("'module' object has no attribute '%s'" % name)

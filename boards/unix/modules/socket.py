@@ -3,6 +3,8 @@ station has no link (see network.py), as lwIP refuses a connection with no inter
 
 A link that drops under an open connection is the access point's business on the test side:
 it stops carrying the bytes, as a vanished AP does, and the connection dies by its own timeouts.
+Datagram sockets come wrapped (sim_udp.py): the port's receive timeout error, and the test
+world's forwarding.
 """
 import errno
 import os
@@ -27,4 +29,9 @@ def socket(*args):
 
         if not network.link_up():
             raise OSError(errno.EHOSTUNREACH)
-    return _host.socket(*args)
+    sock = _host.socket(*args)
+    if len(args) > 1 and args[1] == SOCK_DGRAM:  # noqa: F405
+        from sim_udp import Datagram  # loaded on first use, as network is
+
+        return Datagram(sock)
+    return sock

@@ -124,6 +124,7 @@ class Supervisor:
 
     def run(self):
         self.check_flash()
+        Path(str(self.flash_path) + ".rtc").unlink(missing_ok=True)  # power-on: the RTC domain starts afresh
         cause, wake = PWRON_RESET, None
         while True:
             if self.max_boots is not None and self.boots >= self.max_boots:
