@@ -16,7 +16,7 @@ MODULES = {"fw": FW_HEALTHY}
 # The simulator's image check at set_boot() allocates a sector from the MicroPython heap, which a
 # board does in C; with 160K a random key's allocation pattern can leave no free sector for it.
 # The decoder's own heap is measured in bench/bench_delta.py.
-HEAP = "192K"
+HEAP = "160K"
 
 
 @pytest.fixture

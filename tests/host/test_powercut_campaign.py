@@ -55,9 +55,8 @@ def test_power_cut_at_random_instants(tmp_path, capsys, encoding):
         def make(image, heapsize):
             return SimDevice(tmp_path / ("board%d" % seed), image, None, heapsize)
 
-        # delta: more heap, as in test_encoded_updates (the simulator's image check allocates a sector)
         board = PipelineBoard(make, signer, wdt_ms=500, app={"seed": seed, "duplicates": 20},
-                              heapsize="160K" if encoding == "raw" else "192K")
+                              heapsize="160K")
         board.stage(blob, image, variants=variants, base=base)
         return board
 
