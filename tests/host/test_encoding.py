@@ -10,7 +10,7 @@ import zlib
 import pytest
 
 import mpunix
-from mpota import encodings
+from mpota import encodings, signing
 
 PIECE = encodings.PIECE
 
@@ -177,3 +177,19 @@ def test_truncated_chunk_is_refused_even_when_the_previous_chunk_would_complete_
     got, out = _decode(tmp_path, base, kind, [chunk, chunk[: len(chunk) // 2], chunk, flipped, chunk], [PIECE] * 5)
     assert got["results"] == ["ok", "bad_patch", "ok", "bad_patch", "ok"]
     assert out == new[PIECE:2 * PIECE] * 3
+
+
+def test_a_manifest_commits_to_supplied_chunks_of_the_right_count_and_lengths():
+    """build_manifest(chunks=...) signs chunks encoded elsewhere as they are (the device checks
+    what they decode to); a wrong count or a chunk past chunk size + 64 is refused on the host."""
+    _, new = _images()
+    made = encodings.deflate_chunks(new)
+    fields = dict(board="b", version="2", counter=2, chunk_size=PIECE, key_id=bytes(8), encoding="deflate")
+    tbs = signing.build_manifest(new, **fields, chunks=made)
+    assert tbs == signing.build_manifest(new, **fields)  # the same chunks the host would make
+    odd = [_raw(bytes(PIECE))] + made[1:]  # another stream for piece 0: committed to as it is
+    parsed = signing.parse_tbs(signing.build_manifest(new, **fields, chunks=odd))
+    assert parsed["wire_size"] == sum(map(len, odd)) and parsed["digest"] == signing.parse_tbs(tbs)["digest"]
+    for wrong in (made[:-1], made + [made[0]], [bytes(PIECE + 65)] + made[1:], [b""] + made[1:]):
+        with pytest.raises(signing.FormatError):
+            signing.build_manifest(new, **fields, chunks=wrong)
