@@ -1,9 +1,11 @@
 """Deflate and delta chunks for a release payload (docs/ENCODINGS.md); the device side is
 `lib/ota/encoding.py`.
 
-Each chunk is an independent raw-deflate stream (window 2**window_bits, 2**12 by default) that
-inflates to one piece (chunk size bytes) of the new image. A delta piece is a list of bsdiff records (diff bytes added to the base, then extra
-bytes copied) that produce exactly that piece, so pieces apply in any order."""
+Each chunk is an independent raw-deflate stream (window 2**window_bits, 2**10 by default) that
+inflates to one piece (chunk size bytes) of the new image, and never needs more input ahead of
+its inflater than the device holds (`fits_ahead`). A delta piece is a list of bsdiff records
+(diff bytes added to the base, then extra bytes copied) that produce exactly that piece, so
+pieces apply in any order."""
 import struct
 import zlib
 
