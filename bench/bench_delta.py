@@ -138,6 +138,8 @@ def apply(work, mode, new, base, loop, heapsize="2M"):
     if written != new:
         raise RuntimeError("%s wrote something other than the new image" % mode)
     words = proc.stdout.split()
+    if words[3] != ("-" if mode == "raw" else loop):  # the byte loop the decoder ran, if it was loaded
+        raise RuntimeError("%s ran the %s loop, not %s" % (mode, words[3], loop))
     return int(words[1]) / 1e6, int(words[2]) / 1e6
 
 
@@ -159,10 +161,14 @@ def smallest_heap(work, mode, new, base, loop):
     return high
 
 
-def best(work, mode, new, base, loop):
-    """Best of RUNS: (offer seconds, chunk seconds), each the smallest seen."""
-    runs = [apply(work, mode, new, base, loop) for _ in range(RUNS)]
-    return min(r[0] for r in runs), min(r[1] for r in runs)
+def best(work, cases, new, base):
+    """{name: (offer seconds, chunk seconds)} for `cases` (name -> (mode, loop)), each the
+    smallest of RUNS; the cases take turns, so a busy spell of the machine hits them alike."""
+    runs = {name: [] for name in cases}
+    for _ in range(RUNS):
+        for name, (mode, loop) in cases.items():
+            runs[name].append(apply(work, mode, new, base, loop))
+    return {name: (min(r[0] for r in got), min(r[1] for r in got)) for name, got in runs.items()}
 
 
 def main():
@@ -182,18 +188,15 @@ def main():
               % (whole, 100 * whole / full, bsdiff, 100 * bsdiff / full))
         with tempfile.TemporaryDirectory(prefix="mpota-bench-delta-") as tmp:
             work = Path(tmp)
-            print("  timing the updater taking each release (best of %d runs each) ..." % RUNS, flush=True)
-            runs = {"raw": best(work, "raw", new, base, "viper"), "deflate": best(work, "deflate", new, base, "viper"),
-                    "delta": best(work, "delta", new, base, "viper")}
-            (work / "lib-viper" / "ota" / "fastadd.mpy").unlink()  # the same build without the viper loop
-            runs["delta, Python loop"] = best(work, "delta", new, base, "viper")
+            print("  timing the updater taking each release (best of %d runs each, in turns) ..." % RUNS, flush=True)
+            runs = best(work, {"raw": ("raw", "viper"), "deflate": ("deflate", "viper"), "delta": ("delta", "viper"),
+                               "delta, Python loop": ("delta", "python")}, new, base)
             t_raw = runs["raw"][1]
             print("  write_chunk for every chunk (leaf digest, decode, erase, program):")
             for mode, (t_offer, t_chunks) in runs.items():
                 print("    %-18s %.3f s (%.2fx raw install) | offer %.3f s%s" % (
                     mode, t_chunks, t_chunks / t_raw, t_offer, " (with the base hash)" if "delta" in mode else ""))
             print("  finding the smallest heaps for the whole update (1 KiB steps) ...", flush=True)
-            shutil.rmtree(work / "lib-viper")
             heaps = {mode: smallest_heap(work, mode, new, base, "viper") for mode in ("raw", "deflate", "delta")}
             print("  smallest heap (offer, table, chunks, finish; %d runs in a row pass; 64-bit unix port): "
                   "raw %dK | deflate %dK (%+dK) | "

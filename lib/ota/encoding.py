@@ -12,6 +12,7 @@ block-device protocol and never writes it.
     plain = d.delta(chunk, expected_length)     # a memoryview into a buffer reused per chunk
 """
 import deflate
+import gc
 import struct
 
 import micropython
@@ -24,6 +25,7 @@ _STEP = const(256)  # plain bytes inflated at a time; the input is topped up bef
 _AHEAD = const(1023)  # input bytes held ahead of the inflater (docs/FORMAT.md section 4)
 _SECTOR = const(4096)
 _SLACK = const(64)  # an encoded chunk is at most piece + 64 bytes
+_SMALL_HEAP = const(1024 * 1024)  # below this, collect before each chunk
 
 try:
     from ota.fastadd import add_into  # viper: present in .py form and in -march builds
@@ -55,6 +57,9 @@ class Decoder:
         self._fed = 0  # how much of it went into the ring
         self._step = bytearray(_STEP)
         self._head = bytearray(_RECORD)
+        # a collection costs time in proportion to the heap: worth it per chunk on a board
+        # without PSRAM, where the heap is small and fragmentation is what runs out first
+        self._collect = gc.mem_free() + gc.mem_alloc() < _SMALL_HEAP
 
     def _open(self, chunk):
         if len(chunk) > self.piece + _SLACK:
@@ -63,7 +68,11 @@ class Decoder:
         while ring.any():  # what a refused chunk left unread
             ring.readinto(self._step)
         self._chunk, self._fed = memoryview(chunk), 0  # slices of it are views, not copies
-        # The inflate window and state are the allocations a chunk costs, freed after it.
+        # The inflate window and state (2.3 KiB at 10 bits) are the allocations a chunk costs.
+        # On a small heap they are collected first, so the new ones take the place of the last
+        # chunk's instead of a spot a fragmented heap may not have (bench/bench_delta.py).
+        if self._collect:
+            gc.collect()
         return deflate.DeflateIO(ring, deflate.RAW, self.window_bits)
 
     def _fill(self, stream, buf):
