@@ -6,13 +6,12 @@ signature; `verify` before publishing.
 """
 import hashlib
 import json
-import struct
 import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
-from mpota import fwimage, imagecheck, signing
+from mpota import imagecheck, signing
 from mpota.cli import EXIT_REFUSED, CliError
 from mpota.cmd_keys import private_key, public_key
 
@@ -33,11 +32,14 @@ def manifest(args):
     if args.delta_from:
         if encoding != "raw":
             raise CliError("--delta-from makes a delta release: leave out --encoding")
+        if target != "firmware":
+            raise CliError("a delta needs a firmware target: devices patch their running firmware only")
         base, encoding = _read(args.delta_from), "delta"
-        check_base(base, payload, args.delta_from, target)
     try:
         if target == "firmware":
             imagecheck.check_app_image(payload, args.slot_size, args.firmware)
+        if base is not None:
+            check_base(base, payload, args.delta_from, args.slot_size)
         tbs = signing.build_manifest(
             payload, board=args.board, version=args.version, counter=args.counter,
             chunk_size=args.chunk_size, key_id=key_id, expiry=args.expiry, target=target,
@@ -51,17 +53,14 @@ def manifest(args):
         args.out, len(tbs), encoding, wire, len(payload), 100.0 * wire / len(payload)))
 
 
-def check_base(base, firmware, name, target):
-    """Refuse a delta base no device would run: it must be an app image for the same chip."""
-    if target != "firmware":
-        raise CliError("a delta needs a firmware target: devices patch their running firmware only")
+def check_base(base, firmware, name, slot_size):
+    """Refuse a delta base no device would run: an app image that passes the checks the board
+    makes before it boots one (imagecheck), for the chip of `firmware` (an app image, checked)."""
     try:
-        fwimage.read_app_desc(base)
-        fwimage.read_app_desc(firmware)
-    except (ValueError, struct.error):
-        raise CliError("%s or the new firmware is not an ESP app image: devices run app images only, so no "
-                       "device could take a delta from it" % name) from None
-    if fwimage.HEADER.unpack_from(base)[7] != fwimage.HEADER.unpack_from(firmware)[7]:
+        imagecheck.check_app_image(base, slot_size, name)
+    except imagecheck.ImageError as exc:
+        raise CliError("%s; devices run app images only, so no device could take a delta from it" % exc) from None
+    if imagecheck.HEADER.unpack_from(base)[7] != imagecheck.HEADER.unpack_from(firmware)[7]:  # chip_id
         raise CliError("%s is built for another chip than the new firmware: no device runs it" % name)
     if base == firmware:
         raise CliError("%s is the new firmware itself: nothing to patch" % name)

@@ -5,8 +5,8 @@ import time
 
 from mpota import fleet, rollout
 from mpota.audit import AuditLog
-from mpota.cli import EXIT_OK, EXIT_REFUSED, read_file
-from mpota.cmd_publish import release_fields, upload
+from mpota.cli import EXIT_OK, EXIT_REFUSED, CliError, read_file
+from mpota.cmd_publish import delta_fields, release_fields, upload
 
 
 def _list(values):
@@ -17,6 +17,10 @@ def cmd_start(args):
     f = fleet.from_args(args)
     blob, image = read_file(args.manifest), read_file(args.image)
     fields = release_fields(blob, image)
+    if bool(args.delta) != bool(args.delta_from):
+        raise CliError("a delta needs both --delta DELTA_MANIFEST and --delta-from OLD.bin")
+    delta, base = (read_file(args.delta), read_file(args.delta_from)) if args.delta else (None, None)
+    dfields = delta_fields(fields, delta, base) if delta else None
     devices = f.devices()
     targets = [d for d, info in devices.items() if not args.group or info["group"] in args.group]
     canary = _list(args.canary) + [d for g in args.canary_group or () for d in f.groups().get(g, [])]
@@ -24,17 +28,22 @@ def cmd_start(args):
     plan = rollout.new_plan(rid, f, blob, targets, canary=canary, percents=[float(p) for p in _list([args.waves])],
                             soak_s=args.soak, timeout_s=args.timeout, threshold_count=args.abort_count,
                             threshold_percentage=args.abort_percent, min_executed=args.min_executed,
-                            failure_types=_list([args.failure_types]) or rollout.FAILURES)
+                            failure_types=_list([args.failure_types]) or rollout.FAILURES,
+                            delta=dfields["id"] if dfields else None)
     store = rollout.Store(f)
     audit = AuditLog(f.dir)
-    with f.connection(args.broker) as conn:  # chunks and release manifest only: the waves target
-        upload(conn, blob, image, [], f.root, args.quiet)
+    with f.connection(args.broker) as conn:  # chunks and release manifests only: the waves target
+        upload(conn, blob, image, [], f.root, args.quiet, delta=delta, base=base)
     audit.record(fleet.OPERATOR, "publish", release=fields["id"], rollout=rid, outcome="uploaded",
                  reason=None)
-    store.create(plan, blob)
+    store.create(plan, blob, delta)
     audit.record(fleet.OPERATOR, "rollout_start", release=fields["id"], rollout=rid, outcome="running")
     print("rollout %s: release %s (version %s) to %d devices in %d waves; run `mpota rollout run %s`" % (
         rid, fields["id"], fields["version"], len(targets), len(plan["waves"]), rid))
+    if dfields:
+        print("  delta %s: %d bytes on the wire (%.1f %% of the %d-byte image) for devices running %s" % (
+            dfields["id"], dfields["wire_size"], 100.0 * dfields["wire_size"] / fields["size"], fields["size"],
+            args.delta_from))
     return EXIT_OK
 
 
@@ -100,6 +109,10 @@ def register(subparsers):
     q.add_argument("manifest", help="the signed manifest blob")
     q.add_argument("image", help="the image it signs")
     q.add_argument("--id", help="rollout id (default: r<date>-<time>-<release>)")
+    q.add_argument("--delta", metavar="DELTA_MANIFEST",
+                   help="a signed delta of the same release (`mpota manifest --delta-from`), carried in every "
+                   "pin after the full manifest: devices running its base take it, the others the full image")
+    q.add_argument("--delta-from", metavar="OLD.bin", help="the base image the delta was made from")
     q.add_argument("--group", action="append", help="only devices of these groups (repeatable)")
     q.add_argument("--canary", action="append", help="canary devices, comma separated: the first wave")
     q.add_argument("--canary-group", action="append", help="a group whose devices are canaries")

@@ -1,9 +1,11 @@
 """Deflate and delta chunks for a release payload (docs/ENCODINGS.md); the device side is
 `lib/ota/encoding.py`.
 
-Each chunk is an independent raw-deflate stream (window 2**window_bits, 2**12 by default) that
-inflates to one piece (chunk size bytes) of the new image. A delta piece is a list of bsdiff records (diff bytes added to the base, then extra
-bytes copied) that produce exactly that piece, so pieces apply in any order."""
+Each chunk is an independent raw-deflate stream (window 2**window_bits, 2**10 by default) that
+inflates to one piece (chunk size bytes) of the new image, and never needs more input ahead of
+its inflater than the device holds (`fits_ahead`). A delta piece is a list of bsdiff records
+(diff bytes added to the base, then extra bytes copied) that produce exactly that piece, so
+pieces apply in any order."""
 import struct
 import zlib
 
@@ -15,9 +17,36 @@ _MAX_RECORD = 0xFFFF
 SLACK = 64  # an encoded chunk is at most piece + SLACK bytes (stored deflate blocks cost 5 each)
 
 
+AHEAD = 1023  # input bytes the device holds ahead of its inflater (lib/ota/encoding.py)
+_STEP = 256  # plain bytes it inflates between top-ups of that input
+_MARGIN = 32  # for zlib's own read-ahead, which the check below measures with
+
+
 def _compress(data, wbits=WBITS):
-    c = zlib.compressobj(9, zlib.DEFLATED, -wbits, 9)
-    return c.compress(data) + c.flush()
+    for level in (9, 0):  # stored blocks (level 0) need at most a step plus 5 bytes of input ahead
+        c = zlib.compressobj(level, zlib.DEFLATED, -wbits, 9)
+        chunk = c.compress(data) + c.flush()
+        if fits_ahead(chunk, wbits):
+            return chunk
+    raise ValueError("no deflate stream of this piece fits the device's input ring")
+
+
+def fits_ahead(chunk, wbits=WBITS):
+    """True when the device never needs more than AHEAD bytes of `chunk` ahead of its inflater to
+    produce any _STEP plain bytes (docs/FORMAT.md section 4): the input each 16 plain bytes take,
+    summed over any span of 80 (a step at any alignment), plus a margin."""
+    d = zlib.decompressobj(-wbits)
+    tail, used = chunk, [0]
+    while not d.eof:
+        before = len(tail)
+        if not d.decompress(tail, 16) and len(d.unconsumed_tail) == before:
+            return False  # a stream that ends early is not ours to judge: the device refuses it
+        tail = d.unconsumed_tail
+        used.append(len(chunk) - len(tail) - len(d.unused_data))
+    span = _STEP // 16 + 1
+    limit = AHEAD - _MARGIN
+    return not d.unused_data and all(used[min(i + span, len(used) - 1)] - used[i] <= limit or len(chunk) - used[i] <= limit
+                                     for i in range(len(used)))
 
 
 def _pieces(image, piece):

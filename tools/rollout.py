@@ -3,7 +3,8 @@ each wave only after the previous one confirmed and soaked, and the whole rollou
 itself when failures pass a threshold.
 
 Delivery is by device-level pins (docs/FLEET.md): a wave's members get the release's manifest
-retained on `<root>/manifest/<fleet>/device/<id>` and, beside it, a retained rollout note on
+(followed by its delta manifest when the rollout has one: devices running the delta's base take
+it, the others the full image) retained on `<root>/manifest/<fleet>/device/<id>` and, beside it, a retained rollout note on
 `<root>/rollout/<fleet>/device/<id>` (`{"rollout": id, "release": release}`) that the device
 repeats in its status. An offline member picks the pin up when it returns; devices outside the
 waves so far see nothing new.
@@ -20,6 +21,7 @@ import hashlib
 import json
 import queue
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 from mpota import broker, signing
@@ -39,9 +41,10 @@ def bucket(device, rollout):
 
 
 def new_plan(rollout_id, fleet, blob, targets, *, canary=(), percents=(100,), soak_s=0.0, timeout_s=3600.0,
-             threshold_count=None, threshold_percentage=None, min_executed=1, failure_types=FAILURES):
+             threshold_count=None, threshold_percentage=None, min_executed=1, failure_types=FAILURES, delta=None):
     """A rollout's initial state. `targets` is the snapshot of devices it may reach; `canary`
-    (a subset) forms the first wave, then one wave per percentage of the remaining targets."""
+    (a subset) forms the first wave, then one wave per percentage of the remaining targets.
+    `delta`: the id of a delta manifest of the release that rides in every pin."""
     check_id(rollout_id, "rollout")
     fields = signing.parse_blob(blob)[2]
     unknown = sorted(set(canary) - set(targets))
@@ -53,7 +56,7 @@ def new_plan(rollout_id, fleet, blob, targets, *, canary=(), percents=(100,), so
         raise CliError("failure types: some of %s" % ", ".join(FAILURES))
     waves = ([{"name": "canary", "devices": sorted(canary)}] if canary else []) + \
         [{"name": "%g%%" % p, "percent": p} for p in percents]
-    return {"id": rollout_id, "fleet": fleet.name, "root": fleet.root, "release": fields["id"],
+    return {"id": rollout_id, "fleet": fleet.name, "root": fleet.root, "release": fields["id"], "delta": delta,
             "version": fields["version"], "status": "running", "created": time.time(), "targets": sorted(targets),
             "waves": waves, "soak_s": soak_s, "timeout_s": timeout_s,
             "abort": {"failure_types": list(failure_types), "threshold_count": threshold_count,
@@ -103,6 +106,8 @@ class Engine:
         if info is None:
             return
         kind = fields.get("kind")
+        if kind == "offered" and fields.get("encoding"):
+            info["encoding"] = fields["encoding"]  # which manifest of the pin it took
         if kind != "downloading":
             self._log(device, "report", device=device, outcome=kind, reason=fields.get("reason"))
         if kind == "confirmed":
@@ -237,8 +242,9 @@ class Engine:
 # --- the state file ---------------------------------------------------------------------------
 
 class Store:
-    """A fleet's rollout files: `<id>.json` (state), `<id>.manifest` (the signed blob),
-    `<id>.lock` (one writer at a time: the runner and pause/resume/abort)."""
+    """A fleet's rollout files: `<id>.json` (state), `<id>.manifest` (what a pin carries: the
+    signed blob, then its delta manifest if any), `<id>.lock` (one writer at a time: the runner
+    and pause/resume/abort)."""
 
     def __init__(self, fleet):
         self.fleet = fleet
@@ -248,10 +254,10 @@ class Store:
     def ids(self):
         return sorted(p.stem for p in self.dir.glob("*.json"))
 
-    def create(self, plan, blob):
+    def create(self, plan, blob, delta=None):
         if (self.dir / (plan["id"] + ".json")).exists():
             raise CliError("rollout %s exists already" % plan["id"])
-        atomic_write(self.dir / (plan["id"] + ".manifest"), blob)
+        atomic_write(self.dir / (plan["id"] + ".manifest"), blob + (delta or b""))
         atomic_write(self.dir / (plan["id"] + ".json"), json.dumps(plan, indent=1, sort_keys=True))
 
     def load(self, rollout_id):
@@ -261,7 +267,8 @@ class Store:
             raise CliError("no rollout %s in fleet %s (known: %s)" % (
                 rollout_id, self.fleet.name, ", ".join(self.ids()) or "none")) from None
 
-    def blob(self, rollout_id):
+    def pin(self, rollout_id):
+        """The manifest message of the rollout's pins."""
         return (self.dir / (rollout_id + ".manifest")).read_bytes()
 
     @contextmanager
@@ -288,7 +295,8 @@ class Runner:
         self.reports = []  # (leaf, device, fields)
         plan = self.store.load(rollout_id)
         self.root, self.fleet_name = plan["root"], plan["fleet"]
-        self.blob = self.store.blob(rollout_id)
+        self.pin = self.store.pin(rollout_id)
+        self.release = plan["release"]
 
     def listen(self):
         """Subscribe to the fleet's status: the retained states arrive first (what happened
@@ -339,8 +347,8 @@ class Runner:
             note, pin = broker.note_topic(self.root, self.fleet_name, device), broker.target_topic(self.root, self.fleet_name,
                                                                                             device=device)
             if action == "pin":  # the note first: a device never acts on a pin without its rollout id
-                payload = json.dumps({"rollout": self.id, "release": signing.manifest_id(self.blob)}).encode()
-                infos += [self.conn.publish(note, payload), self.conn.publish(pin, self.blob)]
+                payload = json.dumps({"rollout": self.id, "release": self.release}).encode()
+                infos += [self.conn.publish(note, payload), self.conn.publish(pin, self.pin)]
             else:
                 infos += [self.conn.publish(pin, b""), self.conn.publish(note, b"")]
         self.conn.wait(infos)
@@ -388,6 +396,10 @@ def summary(plan):
     lines = ["rollout %s: release %s (version %s), %s%s" % (
         plan["id"], plan["release"], plan["version"], plan["status"],
         " (%s)" % plan["halt_reason"] if plan["halt_reason"] else "")]
+    if plan.get("delta"):
+        took = Counter(info.get("encoding") or "not yet" for info in plan["devices"].values())
+        lines.append("  delta %s beside the full image; taken: %s" % (
+            plan["delta"], ", ".join("%s %d" % kv for kv in sorted(took.items())) or "none yet"))
     for i, wave in enumerate(plan["waves"]):
         members = [d for d, info in plan["devices"].items() if info["wave"] == i]
         counts = engine.counts(members)

@@ -292,13 +292,15 @@ def message_count(fields):
     return fields["chunk_count"] + 1 + table_geometry(fields["chunk_count"], fields["chunk_size"])[1]
 
 
-def chunk_messages(fields, payload, base=None):
+def chunk_messages(fields, payload, base=None, chunks=None):
     """Every chunk message of a release, in index order: payload chunks, index, pages. Raises
-    FormatError when `payload` (the result; for delta with its `base`) is not what the manifest signs."""
+    FormatError when `payload` (the result; for delta with its `base`) is not what the manifest signs.
+    `chunks`: the payload chunks the manifest was built with, when they were supplied (build_manifest)."""
     if fields["encoding"] == "delta" and (base is None or len(base) != fields["base_size"]
                                           or hashlib.sha256(base).digest() != fields["base_digest"]):
         raise FormatError("a delta release needs the exact base image its manifest names")
-    chunks = payload_chunks(payload, fields["chunk_size"], fields["encoding"], fields["window_bits"], base)
+    if chunks is None:
+        chunks = payload_chunks(payload, fields["chunk_size"], fields["encoding"], fields["window_bits"], base)
     index, pages = digest_table(chunks, fields["chunk_size"])
     if len(chunks) != fields["chunk_count"] or hashlib.sha256(index).digest() != fields["table_root"]:
         raise FormatError("the payload does not match the manifest's digest table")
@@ -318,10 +320,12 @@ def _key_id(key_id):
 
 
 def build_manifest(payload, *, board, version, counter, chunk_size, key_id, target="firmware",
-                   encoding="raw", expiry=None, window_bits=encodings.WBITS, base=None):
+                   encoding="raw", expiry=None, window_bits=encodings.WBITS, base=None, chunks=None):
     """The to-be-signed manifest bytes for the result `payload` (bytes). `key_id`: 8 bytes, a hex
     string or the signer's public key. Delta: `base`, the image the device runs (the patch is
-    made from it). Every bound the device checks is checked here first."""
+    made from it). `chunks`: payload chunk messages encoded elsewhere, committed to as they are
+    (their count and lengths are checked, not what they decode to; the device checks that).
+    Every bound the device checks is checked here first."""
     key_id = _key_id(key_id)
     board_b, version_b = _bytes(board), _bytes(version)
     if not BOARD_RE.match(board_b):
@@ -344,7 +348,12 @@ def build_manifest(payload, *, board, version, counter, chunk_size, key_id, targ
         raise FormatError("chunk size must be %d..%d" % (CHUNK_MIN, CHUNK_MAX))
     if expiry is not None and not 1 <= expiry < 1 << 63:
         raise FormatError("expiry must be a positive Unix time")
-    chunks = payload_chunks(payload, chunk_size, encoding, window_bits, base)
+    if chunks is None:
+        chunks = payload_chunks(payload, chunk_size, encoding, window_bits, base)
+    elif len(chunks) != -(-len(payload) // chunk_size) or not all(
+            1 <= len(c) <= (chunk_size if encoding == "raw" else chunk_size + DEFLATE_SLACK) for c in chunks):
+        raise FormatError("supplied chunks: one per %d-byte piece of the payload, each 1..%d bytes"
+                          % (chunk_size, chunk_size + (0 if encoding == "raw" else DEFLATE_SLACK)))
     index, _ = digest_table(chunks, chunk_size)
     header = HEADER.pack(
         MAGIC, FORMAT_VERSION, TARGETS[target], HEADER.size + len(board_b) + len(version_b), key_id,

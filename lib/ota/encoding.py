@@ -12,17 +12,20 @@ block-device protocol and never writes it.
     plain = d.delta(chunk, expected_length)     # a memoryview into a buffer reused per chunk
 """
 import deflate
-import io
+import gc
 import struct
 
+import micropython
 from micropython import const
 
 from ota.errors import FormatError
 
 _RECORD = const(8)  # u16 diff length, u16 extra length, i32 base step
-_STEP = const(256)  # diff bytes inflated and added at a time
+_STEP = const(256)  # plain bytes inflated at a time; the input is topped up before each step
+_AHEAD = const(1023)  # input bytes held ahead of the inflater (docs/FORMAT.md section 4)
 _SECTOR = const(4096)
 _SLACK = const(64)  # an encoded chunk is at most piece + 64 bytes
+_SMALL_HEAP = const(1024 * 1024)  # below this, collect before each chunk
 
 try:
     from ota.fastadd import add_into  # viper: present in .py form and in -march builds
@@ -46,33 +49,71 @@ class Decoder:
         self.base = base  # block device (readblocks with offset) holding the base image
         self.base_size = base_size
         self._out = out if out is not None and len(out) >= piece else bytearray(piece)  # e.g. a buffer idle meanwhile
-        # A native stream, filled anew for each chunk: DeflateIO pulls its input a byte at a time,
-        # and a Python stream class costs a method call per byte (9x slower under the unix port).
-        self._in = io.BytesIO(piece + _SLACK)  # capacity reserved once: writes never reallocate
+        # The inflater pulls its input a byte at a time from a native stream (through a Python
+        # class that costs a method call per byte). A ring of 1023 bytes, topped up from the chunk
+        # before every step of 256 plain bytes, stands in for a copy of the whole chunk.
+        self._ring = micropython.RingIO(_AHEAD)
+        self._chunk = memoryview(b"")  # the chunk being decoded
+        self._fed = 0  # how much of it went into the ring
         self._step = bytearray(_STEP)
         self._head = bytearray(_RECORD)
+        # a collection costs time in proportion to the heap: worth it per chunk on a board
+        # without PSRAM, where the heap is small and fragmentation is what runs out first
+        self._collect = gc.mem_free() + gc.mem_alloc() < _SMALL_HEAP
 
     def _open(self, chunk):
-        # The inflate window is the one allocation a chunk costs, freed after it.
         if len(chunk) > self.piece + _SLACK:
             raise FormatError("bad_patch", "chunk longer than its piece allows")
-        self._in.seek(0)
-        self._in.write(chunk)
-        self._in.seek(0)
-        return deflate.DeflateIO(self._in, deflate.RAW, self.window_bits)
+        ring = self._ring
+        while ring.any():  # what a refused chunk left unread
+            ring.readinto(self._step)
+        self._chunk, self._fed = memoryview(chunk), 0  # slices of it are views, not copies
+        # The inflate window and state (2.3 KiB at 10 bits) are the allocations a chunk costs.
+        # On a small heap they are collected first, so the new ones take the place of the last
+        # chunk's instead of a spot a fragmented heap may not have (bench/bench_delta.py).
+        if self._collect:
+            gc.collect()
+        return deflate.DeflateIO(ring, deflate.RAW, self.window_bits)
 
-    def _close(self, stream, chunk):
-        # The stream must end inside the chunk: the buffer past it holds an earlier chunk's bytes.
-        _end(stream, self._head)
-        if self._in.tell() > len(chunk):
-            raise FormatError("bad_patch", "chunk ends early")
+    def _fill(self, stream, buf):
+        """Exactly len(buf) bytes from the inflating stream, or a typed refusal."""
+        done = 0
+        while done < len(buf):
+            self._top_up()
+            try:
+                n = stream.readinto(buf[done:], _STEP)
+            except EOFError:  # the chunk ran out, or the stream needs more input ahead than the ring holds
+                raise FormatError("bad_patch", "chunk ends early")
+            except (OSError, ValueError):  # as the port raises them for bad input
+                raise FormatError("bad_patch", "corrupt deflate stream")
+            if not n:
+                raise FormatError("bad_patch", "chunk ends early")
+            done += n
+
+    def _top_up(self):
+        chunk, fed = self._chunk, self._fed
+        if fed < len(chunk):
+            self._fed = fed + self._ring.write(chunk[fed:] if fed else chunk)
+
+    def _close(self, stream):
+        """The chunk must end where its piece does: more output is a bomb or a forgery, more
+        input is not part of the stream."""
+        self._top_up()
+        try:
+            extra = stream.readinto(self._head, 1)
+        except (OSError, ValueError, EOFError):  # as the port raises them for bad input
+            raise FormatError("bad_patch", "corrupt deflate stream")
+        if extra:
+            raise FormatError("bad_patch", "chunk inflates past its piece")
+        if self._fed < len(self._chunk) or self._ring.any():
+            raise FormatError("bad_patch", "bytes after the chunk's stream")
 
     def deflate(self, chunk, length):
         """The `length` plain bytes that `chunk` inflates to."""
         stream = self._open(chunk)
         out = memoryview(self._out)[:length]
-        _fill(stream, out)
-        self._close(stream, chunk)
+        self._fill(stream, out)
+        self._close(stream)
         return out
 
     def delta(self, chunk, length):
@@ -80,11 +121,11 @@ class Decoder:
         stream = self._open(chunk)
         out = memoryview(self._out)
         head = memoryview(self._head)
-        _fill(stream, head[:4])
+        self._fill(stream, head[:4])
         old = struct.unpack_from("<I", head)[0]
         pos = 0
         while pos < length:
-            _fill(stream, head)
+            self._fill(stream, head)
             n_diff, n_extra, step = struct.unpack("<HHi", head)
             if n_diff + n_extra == 0 or pos + n_diff + n_extra > length:
                 raise FormatError("bad_patch", "record outside its piece")
@@ -94,10 +135,10 @@ class Decoder:
                 self._read_base(old, out[pos : pos + n_diff])
                 self._add_diff(stream, out[pos : pos + n_diff])
             pos += n_diff
-            _fill(stream, out[pos : pos + n_extra])
+            self._fill(stream, out[pos : pos + n_extra])
             pos += n_extra
             old += n_diff + step
-        self._close(stream, chunk)
+        self._close(stream)
         return out[:length]
 
     def _read_base(self, offset, buf):
@@ -108,29 +149,6 @@ class Decoder:
         done = 0
         while done < len(dst):
             n = min(_STEP, len(dst) - done)
-            _fill(stream, memoryview(step)[:n])
+            self._fill(stream, memoryview(step)[:n])
             add_into(dst, done, step, n)  # type: ignore[arg-type]  # viper takes any buffer as ptr8
             done += n
-
-
-def _fill(stream, buf):
-    """Exactly len(buf) bytes from the inflating stream, or a typed refusal."""
-    done = 0
-    while done < len(buf):
-        try:
-            n = stream.readinto(buf[done:])
-        except (OSError, ValueError, EOFError):  # as the port raises them for bad input
-            raise FormatError("bad_patch", "corrupt deflate stream")
-        if not n:
-            raise FormatError("bad_patch", "chunk ends early")
-        done += n
-
-
-def _end(stream, scratch):
-    """The chunk must end where its piece does: more output is a bomb or a forgery."""
-    try:
-        extra = stream.readinto(memoryview(scratch)[:1])
-    except (OSError, ValueError, EOFError):  # as the port raises them for bad input
-        raise FormatError("bad_patch", "corrupt deflate stream")
-    if extra:
-        raise FormatError("bad_patch", "chunk inflates past its piece")

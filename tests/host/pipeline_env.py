@@ -45,21 +45,20 @@ class PipelineBoard:
         message, and per manifest id its payload chunk messages and its digest table as the
         device keeps it (index, then every chunk's digest). `signed_image`: the image the table
         is made from, when `image` is a tampered copy; `variants`: delta blobs appended to the
-        message, made against `base`; `chunks`: the release's payload chunk messages as sent,
-        when they are tampered copies."""
+        message, made against `base`; `chunks`: the release's payload chunk messages, when its
+        manifest was built with supplied chunks (signing.build_manifest)."""
         files = {"release/manifest.bin": blob + b"".join(variants)}
         for i, one in enumerate((blob,) + tuple(variants)):
             fields = signing.parse_blob(one)[2]
             try:
-                messages = signing.chunk_messages(fields, signed_image or image, base if fields["base_size"] else None)
+                messages = signing.chunk_messages(fields, signed_image or image, base if fields["base_size"] else None,
+                                                  chunks if i == 0 else None)
             except signing.FormatError:
                 continue  # a variant of another image: no device may take it, so it has no chunks here
             n = fields["chunk_count"]
             sent = messages[:n]
             if i == 0 and fields["encoding"] == "raw" and signed_image:
                 sent = [image[k:k + fields["chunk_size"]] for k in range(0, len(image), fields["chunk_size"])]
-            if i == 0 and chunks is not None:
-                sent = chunks
             ends = [sum(len(c) for c in sent[:k + 1]) for k in range(n)]
             files.update({"release/%s.chunks" % fields["id"]: b"".join(sent),
                           "release/%s.ends" % fields["id"]: b"".join(e.to_bytes(4, "big") for e in [0] + ends),

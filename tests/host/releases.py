@@ -36,12 +36,13 @@ class Signer:
                                expiry=expiry)
 
     def release_of(self, payload, *, version="1.0.0", counter=1, chunk_size=4096, board=BOARD, expiry=None,
-                   target="firmware", encoding="raw", base=None):
+                   target="firmware", encoding="raw", base=None, chunks=None):
         """(manifest blob, payload) signed for any payload (an image, a trust file); `encoding`
-        deflate or delta (against `base`) for an encoded release of it."""
+        deflate or delta (against `base`) for an encoded release of it; `chunks`: its payload
+        chunk messages when they are made elsewhere (signing.build_manifest)."""
         tbs = signing.build_manifest(payload, board=board, version=version, counter=counter, chunk_size=chunk_size,
                                      key_id=self.key.public_key(), expiry=expiry, target=target, encoding=encoding,
-                                     base=base)
+                                     base=base, chunks=chunks)
         return signing.sign(tbs, self.key), payload
 
 

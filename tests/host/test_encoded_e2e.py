@@ -2,14 +2,16 @@
 --delta` on the host, the project's main.py on simulated boards. The board that runs the delta's
 base takes the delta, the other takes the full (deflate) release; both confirm after a trial
 boot, and `mpota status` shows which one each took."""
+import hashlib
 import json
+import struct
 import subprocess
 import sys
 
 from e2e_env import Fleet
 from mpunix import ROOT
 from pipeline_env import FW_HEALTHY
-from mpota import signing
+from mpota import imagecheck, signing
 from mpota.fwimage import build_image
 
 
@@ -74,6 +76,37 @@ def test_manifest_refuses_a_base_no_device_runs(tmp_path):
     (tmp_path / "old.bin").write_bytes(b"\x7fELF" + bytes(4000))  # a host executable, not an app image
     made = mpota("manifest", tmp_path / "new.bin", "--board", "esp32-generic", "--version", "2.0.0", "--counter", 2,
                  "--delta-from", tmp_path / "old.bin", "--key-id", "00" * 8, "-o", tmp_path / "delta.tbs")
-    assert made.returncode == 2 and "not an ESP app image" in made.stderr
+    assert made.returncode == 2 and "not an ESP32 image" in made.stderr and "no device could take a delta" in made.stderr
     assert len(made.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "delta.tbs").exists()
+
+
+def _rechip(image, chip_id):
+    """`image` as built for another chip: the header's chip_id changed, the appended SHA-256 redone."""
+    out = bytearray(image)
+    struct.pack_into("<H", out, 12, chip_id)
+    end = imagecheck.image_length(image, "image")
+    if out[23]:  # hash_appended
+        out[end - 32:end] = hashlib.sha256(bytes(out[:end - 32])).digest()
+    return bytes(out)
+
+
+def test_manifest_refuses_a_corrupt_foreign_or_identical_base(tmp_path):
+    """The base goes through the same app-image checks as a release (imagecheck): a corrupt one,
+    one for another chip, and the new image itself are refused before anything is written."""
+    image = build_image("2.0.0", {"fw": FW_HEALTHY})
+    old = build_image("1.0.0", {"fw": FW_HEALTHY})
+    corrupt = bytearray(old)
+    corrupt[100] ^= 0xFF
+    (tmp_path / "new.bin").write_bytes(image)
+    cases = {"corrupt": (bytes(corrupt), "corrupt"), "chip": (_rechip(old, 5), "another chip"),
+             "same": (image, "nothing to patch"), "good": (old, None)}
+    for name, (base, says) in cases.items():
+        (tmp_path / "old.bin").write_bytes(base)
+        made = mpota("manifest", tmp_path / "new.bin", "--board", "esp32-generic", "--version", "2.0.0", "--counter",
+                     2, "--delta-from", tmp_path / "old.bin", "--key-id", "00" * 8, "-o", tmp_path / (name + ".tbs"))
+        if says is None:
+            assert made.returncode == 0, made.stderr
+        else:
+            assert made.returncode == 2 and says in made.stderr, (name, made.stderr)
+            assert not (tmp_path / (name + ".tbs")).exists()

@@ -12,7 +12,7 @@ import pytest
 
 import mpunix
 from mpunix import SIM_MODULES
-from mpota import encodings
+from mpota import encodings, signing
 from plugin_sim import PARTITIONS, blank_flash
 
 PIECE = encodings.PIECE
@@ -122,7 +122,14 @@ def test_malformed_chunks_are_refused(tmp_path):
         "short_record": _raw(struct.pack("<I", 0) + b"\x01\x00"),
         "header_only": _raw(b"\x00\x00"),
         "garbage": bytes(range(256)) * 4,
+        "trailing": good + b"\x00",  # a whole stream, then a byte that is not part of it
+        # a valid stream that needs more input ahead than the device holds: 220 empty stored
+        # blocks (1100 bytes, no output) before the first plain byte
+        "starving": b"\x00\x00\x00\xff\xff" * 220 + good,
     }
+    assert zlib.decompress(cases["starving"], -encodings.WBITS) == zlib.decompress(good, -encodings.WBITS)
+    assert not encodings.fits_ahead(cases["starving"]) and encodings.fits_ahead(good)
+    assert len(cases["starving"]) <= PIECE + encodings.SLACK
     got, out = _decode(tmp_path, base, "delta", list(cases.values()), [PIECE] * len(cases))
     assert dict(zip(cases, got["results"])) == {name: "bad_patch" for name in cases}
     assert out == b""
@@ -133,6 +140,17 @@ def test_deflate_bomb_and_short_stream_are_refused(tmp_path):
     got, out = _decode(tmp_path, b"", "deflate", cases, [PIECE] * 3)
     assert got["results"] == ["bad_patch"] * 3
     assert out == b""
+
+
+def test_every_chunk_the_host_makes_fits_the_devices_input_ring():
+    """The device holds 1023 bytes of a chunk ahead of its inflater: the host checks each stream,
+    and falls back to stored blocks for a piece whose compressed stream would need more."""
+    base, new = _images()
+    r = random.Random(5)
+    mixed = bytes(r.getrandbits(8) for _ in range(6000)) + bytes(6000) + new[:20_000]
+    for chunks in (encodings.delta_chunks(base, new), encodings.deflate_chunks(mixed), encodings.deflate_chunks(new)):
+        assert all(encodings.fits_ahead(c) for c in chunks)
+    assert not encodings.fits_ahead(b"\x00\x00\x00\xff\xff" * 220 + encodings.deflate_chunks(new)[0])
 
 
 def test_no_chunk_is_larger_than_its_piece_plus_slack():
@@ -146,10 +164,27 @@ def test_no_chunk_is_larger_than_its_piece_plus_slack():
 
 @pytest.mark.parametrize("kind", ["deflate", "delta"])
 def test_truncated_chunk_is_refused_even_when_the_previous_chunk_would_complete_it(tmp_path, kind):
-    """The decoder reuses one input buffer: a chunk cut short must not be finished by the bytes
-    an earlier, longer chunk left behind it."""
+    """The decoder reuses one input ring: a chunk cut short must not be finished by the bytes an
+    earlier, longer chunk left in it."""
     base, new = _images()
     chunk = (encodings.delta_chunks(base, new) if kind == "delta" else encodings.deflate_chunks(new))[1]
-    got, out = _decode(tmp_path, base, kind, [chunk, chunk[: len(chunk) // 2], chunk], [PIECE] * 3)
-    assert got["results"] == ["ok", "bad_patch", "ok"]
-    assert out == new[PIECE:2 * PIECE] * 2
+    flipped = bytes([chunk[0] ^ 0xFF]) + chunk[1:]  # refused at once, its input left unread in the ring
+    got, out = _decode(tmp_path, base, kind, [chunk, chunk[: len(chunk) // 2], chunk, flipped, chunk], [PIECE] * 5)
+    assert got["results"] == ["ok", "bad_patch", "ok", "bad_patch", "ok"]
+    assert out == new[PIECE:2 * PIECE] * 3
+
+
+def test_a_manifest_commits_to_supplied_chunks_of_the_right_count_and_lengths():
+    """build_manifest(chunks=...) signs chunks encoded elsewhere as they are (the device checks
+    what they decode to); a wrong count or a chunk past chunk size + 64 is refused on the host."""
+    _, new = _images()
+    made = encodings.deflate_chunks(new)
+    fields = dict(board="b", version="2", counter=2, chunk_size=PIECE, key_id=bytes(8), encoding="deflate")
+    tbs = signing.build_manifest(new, **fields, chunks=made)
+    assert tbs == signing.build_manifest(new, **fields)  # the same chunks the host would make
+    odd = [_raw(bytes(PIECE))] + made[1:]  # another stream for piece 0: committed to as it is
+    parsed = signing.parse_tbs(signing.build_manifest(new, **fields, chunks=odd))
+    assert parsed["wire_size"] == sum(map(len, odd)) and parsed["digest"] == signing.parse_tbs(tbs)["digest"]
+    for wrong in (made[:-1], made + [made[0]], [bytes(PIECE + 65)] + made[1:], [b""] + made[1:]):
+        with pytest.raises(signing.FormatError):
+            signing.build_manifest(new, **fields, chunks=wrong)

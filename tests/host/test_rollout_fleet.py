@@ -43,11 +43,12 @@ def mpota(*args, **kw):
                           text=True, timeout=kw.pop("timeout", 240), **kw)
 
 
-@pytest.fixture
-def world(tmp_path, sim_device):
+def open_world(tmp_path, sim_device, devices, canaries, firmware=None):
+    """A fleet folder, its broker and a running board per device, all on 1.0.0 (`firmware`:
+    device -> the fw module of its 1.0.0 build, FW_HEALTHY by default)."""
     ops = Fleet.init(tmp_path / "fleet", "plant")
-    for d in DEVICES:
-        ops.add(d, "canary" if d in CANARIES else "field")
+    for d in devices:
+        ops.add(d, "canary" if d in canaries else "field")
     broker = LocalBroker.from_config(
         tmp_path / "broker",
         lambda port, extra: mosquitto_conf.write(ops, tmp_path / "broker" / "conf", port=port, bind="127.0.0.1",
@@ -56,11 +57,18 @@ def world(tmp_path, sim_device):
     ops.data["broker"] = "%s:%d" % (broker.host, broker.port)
     ops.save()
     boards = OperatedBoards(tmp_path, broker, sim_device, ops)
-    for d in DEVICES:
+    for d in devices:
         creds = ops.dir / "devices" / d / "certs"
         cert = {"cert_der": (creds / "device.der").read_bytes(), "key_der": (creds / "device.key.der").read_bytes()}
-        boards.board(d, group="canary" if d in CANARIES else "field", cert=cert, app="mqtt_app.py").start()
-    boards.wait_state(lambda s: all((s.get(d) or {}).get("version") == "1.0.0" for d in DEVICES), timeout=120)
+        boards.board(d, group="canary" if d in canaries else "field", cert=cert, app="mqtt_app.py",
+                     firmware=(firmware or {}).get(d, FW_HEALTHY)).start()
+    boards.wait_state(lambda s: all((s.get(d) or {}).get("version") == "1.0.0" for d in devices), timeout=120)
+    return ops, boards, broker
+
+
+@pytest.fixture
+def world(tmp_path, sim_device):
+    ops, boards, broker = open_world(tmp_path, sim_device, DEVICES, CANARIES)
     yield ops, boards, broker
     broker.stop()
 
@@ -208,3 +216,42 @@ def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_wave
     assert kinds["to_device chunk"][0] >= IMAGE // 4096
     assert IMAGE <= per["bytes_sent"] < 3 * IMAGE
     assert not [line for line in broker.dropped_lines() if "dropped" in line.lower()]
+
+
+def test_rollout_pins_carry_the_delta_and_boards_running_its_base_take_it(tmp_path, sim_device):
+    """`rollout start --delta`: every pin is the full manifest followed by the delta manifest;
+    the canary and a field board run the delta's base and patch, a board running another 1.0.0
+    build takes the full image; the rollout records which each took."""
+    other = FW_HEALTHY + "\n# another build of 1.0.0\n"
+    ops, boards, broker = open_world(tmp_path, sim_device, ["dev-a", "dev-b", "dev-c"], ["dev-a"],
+                                     firmware={"dev-c": other})
+    try:
+        base = boards.signer.release("1.0.0", {"fw": FW_HEALTHY})[1]  # what dev-a and dev-b run
+        blob, image = boards.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=IMAGE)
+        delta = boards.signer.release_of(image, version="2.0.0", counter=2, encoding="delta", base=base)[0]
+        files = {"full.sig": blob, "full.bin": image, "delta.sig": delta, "base.bin": base}
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        out = mpota("rollout", "start", tmp_path / "full.sig", tmp_path / "full.bin", "--delta", tmp_path / "delta.sig",
+                    "--delta-from", tmp_path / "base.bin", "--id", "patch", "--canary", "dev-a", "--waves", "100",
+                    "--soak", "0", "--timeout", "120", "--quiet", "--fleet-dir", ops.dir)
+        assert out.returncode == 0, out.stderr
+        assert "delta %s" % release_id(delta) in out.stdout
+        with boards.connection() as conn:  # a device-level pin is the whole message, delta included
+            assert conn.retained(["ota/rollout/plant/device/dev-a"], settle=0.3) == {}  # no wave started yet
+        out = mpota("rollout", "run", "patch", "--quiet", "--fleet-dir", ops.dir)
+        assert out.returncode == 0, out.stdout + out.stderr
+        p = plan(ops, "patch")
+        assert p["status"] == "succeeded" and p["delta"] == release_id(delta)
+        assert {d: (i["status"], i.get("encoding")) for d, i in p["devices"].items()} == {
+            "dev-a": ("succeeded", "delta"), "dev-b": ("succeeded", "delta"), "dev-c": ("succeeded", "raw")}
+        assert "taken: delta 2, raw 1" in out.stdout
+        with boards.connection() as conn:
+            pins = conn.retained(["ota/manifest/plant/device/%s" % d for d in ("dev-a", "dev-b", "dev-c")], settle=0.5)
+        assert set(pins.values()) == {blob + delta}
+        states = boards.wait_state(lambda s: all(s[d].get("version") == "2.0.0" for d in ("dev-a", "dev-b", "dev-c")))
+        assert {d: states[d]["release"] for d in states} == {d: release_id(blob) for d in states}
+        for d in ("dev-a", "dev-b", "dev-c"):
+            assert boards.boards[d].read_partition("ota_1")[:len(image)] == image
+    finally:
+        broker.stop()

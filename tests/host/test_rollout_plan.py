@@ -198,7 +198,7 @@ def test_state_file_survives_and_controls_apply(fleet):
         store.create(plan(fleet), BLOB)
     with store.locked("r1") as p:
         rollout.Engine(p).step(0, ALL_ONLINE)
-    assert store.load("r1")["wave"] == 0 and store.blob("r1") == BLOB
+    assert store.load("r1")["wave"] == 0 and store.pin("r1") == BLOB
     with pytest.raises(RuntimeError):  # a decision that fails half-way leaves the file as it was
         with store.locked("r1") as p:
             p["wave"] = 7
