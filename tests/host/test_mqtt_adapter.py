@@ -7,7 +7,7 @@ import os
 import pytest
 
 from plugin_broker import make_release
-from test_lent_clients import device_libs  # noqa: F401  (a fixture: the libraries `make setup` fetched)
+from test_frozen_modules import frozen_umqtt  # noqa: F401  (a fixture: umqtt as `make setup` froze it)
 from mpota import broker as hostbroker
 from mpota.cmd_publish import publish_release
 
@@ -62,14 +62,14 @@ client.disconnect()
 
 
 @pytest.mark.parametrize("kind", ["simple", "async"])
-def test_lent_client_carries_app_and_update(mosquitto, mp, device_lib, device_libs, ota_device, tmp_path, kind):
+def test_lent_client_carries_app_and_update(mosquitto, mp, device_lib, frozen_umqtt, ota_device, tmp_path, kind):  # noqa: F811
     mq = mosquitto()
     image = os.urandom(40 * 1024)
     with hostbroker.Connection(mq.host, mq.port) as conn:
         rid = publish_release(conn, make_release(image, chunk_size=4096), image, ["ota/manifest/esp32-generic"])
     data = tmp_path / "slot.bin"
     out = mp(APP % {"port": mq.port, "data": str(data), "kind": kind},
-             path=(".frozen", device_lib, ota_device.home, device_libs)).stdout
+             path=(".frozen", device_lib, ota_device.home, frozen_umqtt)).stdout
     assert out.strip() == "COMPLETE %s [(b'app/cmd', b'hello app')]" % rid
     assert data.read_bytes() == image
     log = mq.log_text()
