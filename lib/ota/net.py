@@ -10,7 +10,7 @@ when an attempt has not brought an IP within connect_timeout_s, the station is d
 asked again after a pause that doubles from one second up to retry_max_s, for as long as it
 takes. Link changes are `link` events (the transport reports them once the broker is reachable
 again) with the port's own `status` code and a `failure` that reads the same on every port
-(`wrong_password`, `no_ap_found`, `connect_fail`, from the port's `network.STAT_*`: 202/201/203
+(`auth_failed`, `no_ap_found`, `connect_fail`, from the port's `network.STAT_*`: 202/201/203
 on ESP32, -3/-2/-1 on a Pico W); the password never leaves here."""
 import time
 
@@ -19,7 +19,7 @@ from micropython import const
 from ota import events
 
 _FIRST_PAUSE_MS = const(1000)
-_FAILURES = (("STAT_WRONG_PASSWORD", "wrong_password"), ("STAT_NO_AP_FOUND", "no_ap_found"),
+_FAILURES = (("STAT_WRONG_PASSWORD", "auth_failed"), ("STAT_NO_AP_FOUND", "no_ap_found"),
             ("STAT_CONNECT_FAIL", "connect_fail"))
 
 
