@@ -100,7 +100,8 @@ def board(request, tmp_path_factory):
     if kind == "rp2":
         vb = VirtualPicoProcess(tmp_path_factory.mktemp("vpico"))
     else:  # the simulator freezes the port's own _boot (it mounts the filesystem) into every image
-        vb = VirtualBoardProcess(tmp_path_factory.mktemp("vboard"), fwimage.build_image("1.0.0", {}))
+        vb = VirtualBoardProcess(tmp_path_factory.mktemp("vboard"), fwimage.build_image("1.0.0", {}),
+                                 heapsize="200K")  # the bundle test's updater, with 64-bit objects (as test_esp32_bundle)
     vb.start()
     try:
         yield Board(vb.port, kind, vb)

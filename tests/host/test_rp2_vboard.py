@@ -42,5 +42,5 @@ def test_device_tests_run_on_the_virtual_pico():
                            "--virtual", "--board", "rp2", "--allow-reboot"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 passed, 2 skipped" in proc.stdout, proc.stdout
+    assert "3 passed, 2 skipped" in proc.stdout, proc.stdout
     assert proc.stdout.count("ESP32 firmware slots") == 2, proc.stdout
