@@ -23,16 +23,21 @@ def cmd_new(args):
     return 0
 
 
-def _uid(args):
-    if args.uid is None:
+def parse_uid(text, size, example):
+    """--uid: `size` bytes in hex, or None when not given."""
+    if text is None:
         return None
     try:
-        uid = bytes.fromhex(args.uid)
+        uid = bytes.fromhex(text)
     except ValueError:
         uid = b""
-    if len(uid) != 8:
-        raise CliError("--uid takes 8 bytes in hex, e.g. e660583883000001")
+    if len(uid) != size:
+        raise CliError("--uid takes %d bytes in hex, e.g. %s" % (size, example))
     return uid
+
+
+def _uid(args):
+    return parse_uid(args.uid, 8, "e660583883000001")
 
 
 def cmd_board(args):

@@ -98,10 +98,6 @@ class WLAN(sim_wlan.WLAN):
             raise ValueError("unknown config param")  # an esp32 setting; the driver never rejoins
         return super().config(*args, **kwargs)
 
-    def isconnected(self):
-        self._refresh()
-        return self._connected
-
     def status(self, param=None):
         if param is not None:
             if param == "rssi":
