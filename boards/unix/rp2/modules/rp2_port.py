@@ -6,8 +6,9 @@ agent (boot files and REPL code in one VM).
 
 The board's built-in modules (`rp2`, `machine`, `network`, `socket`) are imported before the
 host's filesystem is unmounted; from then on the VM sees only the board's filesystem, with
-sys.path as on the port, and the flash file's folder at /.sim (not listed in "/"), where the
-test side keeps the files that steer the simulated radio (OTASIM_FLASH + ".net")."""
+sys.path as on the port. When the test side gives the board a Wi-Fi world (the control file
+OTASIM_FLASH + ".net", see network.py) the flash file's folder is mounted at /.sim, so the
+simulated radio still reads it; a board without one sees exactly its own filesystem."""
 import sys
 
 import machine  # noqa: F401  (the board's built-ins, loaded while the host files are reachable)
@@ -22,6 +23,10 @@ def start(namespace):
     """Make the VM a Pico W: from here on "/" is the board's own filesystem."""
     flash = os.getenv("OTASIM_FLASH")
     folder, name = flash.rsplit("/", 1)
+    try:
+        wifi_world = bool(os.stat(flash + ".net"))
+    except OSError:
+        wifi_world = False
     vfs.umount("/")
     bdev = rp2.Flash()
     try:
@@ -30,8 +35,9 @@ def start(namespace):
         vfs.VfsLfs2.mkfs(bdev, progsize=256)
         fs = vfs.VfsLfs2(bdev, progsize=256)
     vfs.mount(fs, "/")
-    vfs.mount(vfs.VfsPosix(folder), "/.sim")
-    os.putenv("OTASIM_FLASH", "/.sim/" + name)
+    if wifi_world:
+        vfs.mount(vfs.VfsPosix(folder), "/.sim")
+        os.putenv("OTASIM_FLASH", "/.sim/" + name)
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
 
