@@ -52,15 +52,7 @@ def cmd_new(args):
 
 
 def _uid(args):
-    if args.uid is None:
-        return None
-    try:
-        uid = bytes.fromhex(args.uid)
-    except ValueError:
-        uid = b""
-    if len(uid) != 6:
-        raise CliError("--uid takes 6 bytes in hex, e.g. 240ac4000001")
-    return uid
+    return rp2sim.parse_uid(args.uid, 6, "240ac4000001")
 
 
 def cmd_run(args):

@@ -5,10 +5,13 @@
 
 The settings (`ota_config.json`, key `wifi`): ssid, password, and optionally ifconfig (a static
 [ip, netmask, gateway, dns]), hostname, country, connect_timeout_s, retry_max_s. The ESP32
-driver retries association by itself after a drop; when an attempt has not brought an IP within
-connect_timeout_s, the station is disconnected and asked again after a pause that doubles from
-one second up to retry_max_s, for as long as it takes. Link changes are `link` events (the
-transport reports them once the broker is reachable again); the password never leaves here."""
+driver retries association by itself after a drop, the Pico W's CYW43 driver does not; on both,
+when an attempt has not brought an IP within connect_timeout_s, the station is disconnected and
+asked again after a pause that doubles from one second up to retry_max_s, for as long as it
+takes. Link changes are `link` events (the transport reports them once the broker is reachable
+again) with the port's own `status` code and a `failure` that reads the same on every port
+(`auth_failed`, `no_ap_found`, `connect_fail`, from the port's `network.STAT_*`: 202/201/203
+on ESP32, -3/-2/-1 on a Pico W); the password never leaves here."""
 import time
 
 from micropython import const
@@ -16,6 +19,19 @@ from micropython import const
 from ota import events
 
 _FIRST_PAUSE_MS = const(1000)
+_FAILURES = (("STAT_WRONG_PASSWORD", "auth_failed"), ("STAT_NO_AP_FOUND", "no_ap_found"),
+            ("STAT_CONNECT_FAIL", "connect_fail"))
+
+
+def failure(status):
+    """The name of a failed link's status, the same on every port (None for any other); not
+    `reason`, which names why an update ended in the device's state."""
+    import network
+
+    for name, text in _FAILURES:
+        if getattr(network, name, None) == status:
+            return text
+    return None
 
 
 def start(settings):
@@ -79,14 +95,18 @@ class Link:
             return True
         if self.up:
             self.up = False
-            events.emit("link", link="down", status=self.wlan.status())
+            self._down()
             self.give_up_at = time.ticks_add(now, self.attempt_ms)  # the driver reassociates by itself
         if self.retry_at is not None:
             if time.ticks_diff(now, self.retry_at) >= 0:
                 self._attempt(now)
         elif self.give_up_at is not None and time.ticks_diff(now, self.give_up_at) >= 0:
-            events.emit("link", link="down", status=self.wlan.status(), attempts=self.attempts)
+            self._down(attempts=self.attempts)
             self.wlan.disconnect()
             self.retry_at = time.ticks_add(now, self.pause_ms)
             self.pause_ms = min(self.pause_ms * 2, self.pause_max_ms)
         return False
+
+    def _down(self, **fields):
+        status = self.wlan.status()
+        events.emit("link", link="down", status=status, failure=failure(status), **fields)

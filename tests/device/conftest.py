@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.device.virtualboard import VirtualBoardProcess, mpremote
+from tests.device.virtualboard import VirtualBoardProcess, VirtualPicoProcess, mpremote
 from mpota import fwimage, mpy
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+BOARDS = {"esp32": "esp32-generic", "rp2": "rp2-pico-w"}  # --board: the name manifests are signed for
+NATIVE_ARCH = {"esp32": "xtensawin", "rp2": "armv6m"}
 STATES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", None: None}
 
 
@@ -21,8 +23,11 @@ def pytest_addoption(parser):
     group.addoption("--virtual", action="store_true", help="run on a virtual board (the simulator behind a pty)")
     group.addoption("--allow-reboot", action="store_true",
                     help="also run the tests that switch the running slot and reset the board")
-    group.addoption("--arch", help="architecture of the deployed .mpy (default: xtensawin on --port, "
-                                   "bytecode on --virtual)")
+    group.addoption("--board", choices=sorted(BOARDS), default="esp32",
+                    help="the kind of board: esp32 (default) or rp2 (a Pico W: app bundles, no firmware slots); "
+                         "with --virtual, the simulator of that kind")
+    group.addoption("--arch", help="architecture of the deployed .mpy (default: xtensawin on an ESP32 --port, "
+                                   "armv6m on an rp2 --port, bytecode on --virtual)")
 
 
 def pytest_configure(config):
@@ -30,22 +35,26 @@ def pytest_configure(config):
         raise pytest.UsageError("tests/device needs exactly one board: --port /dev/ttyUSB0 for a real one or "
                                 "--virtual for the simulator behind a pty (see docs/DEVICE_TESTS.md)")
     config.addinivalue_line("markers", "reboot: switches the running slot and resets the board (--allow-reboot)")
+    config.addinivalue_line("markers", "esp32: uses the ESP32's firmware slots (esp32.Partition); not on --board rp2")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--allow-reboot"):
-        return
-    skip = pytest.mark.skip(reason="needs --allow-reboot: it switches the running slot and resets the board")
+    reboot = pytest.mark.skip(reason="needs --allow-reboot: it switches the running slot and resets the board")
+    esp32 = pytest.mark.skip(reason="ESP32 firmware slots: an rp2 board has none (its updates are app bundles)")
     for item in items:
-        if "reboot" in item.keywords:
-            item.add_marker(skip)
+        if "esp32" in item.keywords and config.getoption("--board") != "esp32":
+            item.add_marker(esp32)
+        elif "reboot" in item.keywords and not config.getoption("--allow-reboot"):
+            item.add_marker(reboot)
 
 
 class Board:
     """The board under test, reached only through mpremote subprocesses."""
 
-    def __init__(self, port, virtual=None):
+    def __init__(self, port, kind, virtual=None):
         self.port = port
+        self.kind = kind  # "esp32" or "rp2"
+        self.name = BOARDS[kind]
         self.virtual = virtual  # the VirtualBoardProcess, or None for a real board
 
     def mpremote(self, *args, timeout=120, check=True):
@@ -84,14 +93,18 @@ class Board:
 @pytest.fixture(scope="session")
 def board(request, tmp_path_factory):
     port = request.config.getoption("--port")
+    kind = request.config.getoption("--board")
     if port:
-        yield Board(port)
+        yield Board(port, kind)
         return
-    # the simulator freezes the port's own _boot (it mounts the filesystem) into every image
-    vb = VirtualBoardProcess(tmp_path_factory.mktemp("vboard"), fwimage.build_image("1.0.0", {}))
+    if kind == "rp2":
+        vb = VirtualPicoProcess(tmp_path_factory.mktemp("vpico"))
+    else:  # the simulator freezes the port's own _boot (it mounts the filesystem) into every image
+        vb = VirtualBoardProcess(tmp_path_factory.mktemp("vboard"), fwimage.build_image("1.0.0", {}),
+                                 heapsize="200K")  # the bundle test's updater, with 64-bit objects (as test_esp32_bundle)
     vb.start()
     try:
-        yield Board(vb.port, vb)
+        yield Board(vb.port, kind, vb)
     finally:
         vb.stop()
 
@@ -99,7 +112,7 @@ def board(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def deployed(board, request, tmp_path_factory):
     """The board with the project's lib/ota as .mpy in :lib/ota (replacing any older copy)."""
-    arch = request.config.getoption("--arch") or ("bytecode" if board.virtual else "xtensawin")
+    arch = request.config.getoption("--arch") or ("bytecode" if board.virtual else NATIVE_ARCH[board.kind])
     out = tmp_path_factory.mktemp("mpy") / "ota"
     mpy.build(arch, out)
     board.mpremote("exec", "import os\ntry:\n os.mkdir('lib')\nexcept OSError:\n pass")

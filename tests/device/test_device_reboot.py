@@ -3,6 +3,7 @@ set_boot(), reset; unconfirmed it rolls back at the next reset; confirmed it sta
 import pytest
 
 
+@pytest.mark.esp32
 @pytest.mark.reboot
 def test_set_boot_reset_rollback_then_confirm(deployed):
     board = deployed

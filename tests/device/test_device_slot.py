@@ -1,7 +1,9 @@
 """Raw flash access to the next update slot through esp32.Partition: erase, write, read back;
 the running slot is never touched."""
+import pytest
 
 
+@pytest.mark.esp32
 def test_next_slot_erase_write_read_back(deployed):
     r = deployed.run("slot_rw", sectors=4)
     assert r["next"] != r["running"] and r["next"] in ("ota_0", "ota_1")

@@ -1,5 +1,6 @@
 """The host side of device tests: run the real mpremote CLI against a port, and start or stop
-a virtual board (`mpota sim board`: the simulator behind a pty) on a fresh flash."""
+a virtual board (`mpota sim board`, `mpota sim rp2-board`: a simulator behind a pty) on a fresh
+flash."""
 import re
 import subprocess
 import sys
@@ -9,9 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "boards" / "unix"))
 from simhost import supervisor  # noqa: E402
+from rp2host import board as rp2board, fs as rp2fs  # noqa: E402
 from mpota import fwimage  # noqa: E402
 
 BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) slot=(\S+) cause=(\S+) version=(\S+) state=(\S+)$", re.M)
+PICO_BOOT_LINE = re.compile(r"^\[sim\] boot (\d+) cause=(\S+)$", re.M)
 
 
 def mpremote_binary():
@@ -52,12 +55,14 @@ class VirtualBoardProcess:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(text if isinstance(text, bytes) else text.encode())
 
+    def command(self):
+        return ["sim", "board", "--flash", str(self.flash), "--fs", str(self.fs), "--heapsize", self.heapsize]
+
     def start(self, timeout=30):
         """Power on; returns the pty's path once the board prints it."""
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mpota", "sim", "board", "--flash", str(self.flash), "--fs", str(self.fs),
-                 "--heapsize", self.heapsize], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "mpota"] + self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         end = time.monotonic() + timeout
         while not self.log().startswith("/dev/"):
@@ -89,3 +94,25 @@ class VirtualBoardProcess:
             return
         supervisor.power_off(self.proc)
         self.proc = None
+
+
+class VirtualPicoProcess(VirtualBoardProcess):
+    """A Pico W fresh from the factory (erased storage, `files` then copied onto its LittleFS)
+    served by `python -m mpota sim rp2-board`; boot_log() dicts have n and cause."""
+
+    def __init__(self, root, files=None, heapsize="256K"):  # noqa: the ESP32 flash is not made
+        self.root = Path(root)
+        self.flash = self.root / "flash.bin"
+        self.log_path = self.root / "board.log"
+        self.heapsize = heapsize
+        self.proc = None
+        self.port = None
+        rp2board.new_board(self.flash)
+        if files:
+            rp2fs.write_files(self.flash, files)
+
+    def command(self):
+        return ["sim", "rp2-board", "--flash", str(self.flash), "--heapsize", self.heapsize]
+
+    def boot_log(self):
+        return [{"n": int(m[0]), "cause": m[1]} for m in PICO_BOOT_LINE.findall(self.log())]

@@ -1,5 +1,6 @@
 """The virtual board's REPL bridge (boards/unix/simhost/vboard.py), byte for byte over its pty
 with pyserial as mpremote opens it, and through the real mpremote CLI."""
+import random
 import time
 
 import pytest
@@ -161,3 +162,37 @@ def test_watchdog_at_the_idle_repl_and_deep_sleep_reboot_the_board(vboard):
     board.wait_boots(3, timeout=10)
     assert [b["cause"] for b in board.boot_log()] == ["PWRON_RESET", "WDT_RESET", "DEEPSLEEP_RESET"]
     assert mpremote(board.port, "eval", "1 + 1").stdout.strip() == "2"
+
+
+def _at_prompt(w):
+    """Ctrl-C until the friendly prompt shows and nothing more comes (the first Ctrl-C may
+    have gone to boot.py, and then main.py runs)."""
+    for _ in range(100):
+        w.seen += w.s.read(4096)
+        if w.seen.endswith(b">>> "):
+            w.seen += w.s.read(4096)  # 50 ms of quiet: that prompt was the last word
+            if w.seen.endswith(b">>> "):
+                w.seen = b""
+                return
+        else:
+            w.send(b"\x03")
+            time.sleep(0.2)
+    raise AssertionError("no prompt: %r" % w.seen[-300:])
+
+
+def test_ctrl_c_as_boot_py_ends_never_tears_the_next_piece_of_code(vboard):
+    """A Ctrl-C meant for boot.py that reaches the VM just after boot.py ended lands in the
+    bridge's own loop while main.py is being handed over: it must cost nothing but itself
+    (before the sync protocol it tore main.py's header and the VM died). Many soft resets,
+    each interrupted at a random moment of boot.py's end, then the board still answers."""
+    board = vboard(files={"boot.py": "print('boot ran')\n", "main.py": "import time\nwhile True:\n    time.sleep_ms(5)\n"})
+    w = Wire(board.port)
+    rng = random.Random(7)
+    for _ in range(40):
+        w.send(b"\x04")  # soft reset: boot.py, then main.py (a loop) unless interrupted
+        time.sleep(rng.random() * 0.08)
+        w.send(b"\x03")
+        _at_prompt(w)
+    w.send(b"\x01print(6 * 7)\x04")
+    assert w.expect(b"\x04>").startswith(b"\r\nraw REPL; CTRL-B to exit\r\n>OK42\r\n")
+    assert "panic" not in board.log() and len(board.boot_log()) == 1, board.log()

@@ -6,6 +6,10 @@ firmware does (friendly REPL, raw REPL, raw-paste mode, soft reset). Code runs i
 unix-port process per boot, the agent, which execs every piece it is sent in one globals dict,
 so state persists between raw-REPL calls as in a board's VM. Boots, resets, the watchdog and deep
 sleep are the supervisor's (its bootloader, image extraction and wiring are reused as they are).
+
+The REPL side (`ReplBridge`) knows nothing of the board behind it: a board class (this ESP32's
+`VirtualBoard`, the Pico W's in rp2host/vboard.py) adds it to its supervisor and says how the
+board powers up, which port module starts its VM, what its resets and crashes do.
 """
 import os
 import pty
@@ -23,16 +27,22 @@ FRIENDLY, RAW = "friendly", "raw"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128  # half the firmware's 256-byte stdin buffer, as the ESP32 port announces
 
-# The agent: starts the board (sim_port: filesystem, frozen _boot), then reads
-# `<seq> <mode> <length> <name>\n<source>` on stdin, says `run <seq>` when the code starts (it
-# may be interrupted from then on) and `done <seq> ok|error|exit <hex traceback>` over the
-# simulator's control pipe; mode `file` runs the board's file <name> (boot.py, main.py). Output
-# goes to stdout as the board's UART.
+# The agent: starts the board (`_port`, the port's start-up module: filesystem, frozen _boot),
+# then reads `<seq> <mode> <length> <name>\n<source>` on stdin, says `run <seq>` when the code
+# starts (it may be interrupted from then on) and `done <seq> ok|error|exit <hex traceback>`
+# over the simulator's control pipe; mode `file` runs the board's file <name> (boot.py,
+# main.py). Output goes to stdout as the board's UART.
+#
+# A Ctrl-C (SIGINT) meant for code that ended just before it arrived lands in the agent's own
+# loop, maybe in the middle of reading the next header. So after every piece of code it was
+# sent a SIGINT for, the host sends an empty line (a sync) and writes nothing more until the
+# agent answers `synced`; an interrupt caught between pieces of code is answered `intr`, and
+# the host sends another sync. The stray interrupt then only ever costs a sync line.
 AGENT = r"""
 import sys, io, os, binascii
-import sim_link, sim_port
+import sim_link
 _g = {"__name__": "__main__"}
-sim_port.start(_g)
+_port.start(_g)
 _in = sys.stdin.buffer
 _seq = 0
 
@@ -53,7 +63,11 @@ def _trace(e):
 def _serve():
     global _seq
     while True:
-        head = _in.readline().split()
+        line = _in.readline()
+        if line == b"\n":
+            sim_link.send("synced")
+            continue
+        head = line.split()
         if not head:
             return
         n = int(head[2])
@@ -64,7 +78,7 @@ def _serve():
         _seq = int(head[0])
         sim_link.send("run %d" % _seq)
         if head[1] == b"file":
-            _done(sim_port.run(str(head[3], "utf-8"), _g), "")
+            _done(_port.run(str(head[3], "utf-8"), _g), "")
             continue
         try:
             exec(compile(str(src, "utf-8"), str(head[3], "utf-8"), str(head[1], "utf-8")), _g)
@@ -81,7 +95,10 @@ while True:
         _serve()
         break
     except KeyboardInterrupt:
-        _done("error", "KeyboardInterrupt: \n")
+        if _seq:
+            _done("error", "KeyboardInterrupt: \n")
+        else:
+            sim_link.send("intr")
 """
 
 
@@ -111,25 +128,29 @@ def _more(lines):
     return len(lines) == 1 and (last.endswith((":", "\\")) or last.startswith("@")) or depth > 0 or bool(quotes)
 
 
-class VirtualBoard(supervisor.Supervisor):
-    """One board on a pty; `path` is the slave device, `serve()` runs until the process dies."""
+class ReplBridge:
+    """One board on a pty; `path` is the slave device, `serve()` runs until the process dies.
+    Mixed into a board's supervisor class, which supplies `power_up(cause, wake)` (the label of
+    what runs, or None: the board stays off), `port_import` (the agent's line importing the
+    port's start-up module as `_port`), `outcome(outcome)` (acts on what the supervisor's
+    `_message` returned), `soft_cause()`, `vm_died()` and `board_name`."""
 
-    def __init__(self, flash, fs, *, heapsize="100K", uid=None):
-        super().__init__(flash, fs, heapsize=heapsize, uid=uid)
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
         self.check_flash()
         self.master, self.slave = pty.openpty()
         tty.setraw(self.slave)  # no echo, no line editing: bytes pass as on a UART
         os.set_blocking(self.master, False)
         self.path = os.ttyname(self.slave)
-        self.loaded = None
+        self.label = None
         self.proc = self.ctl = self.out = None
         self.pending = b""
         self.mode = FRIENDLY
         self.jobs, self.job, self.seq = [], None, 0
-        self.started = self.interrupt = False
+        self.started = self.interrupt = self.syncing = False
         self.input = bytearray()
         self.line, self.cont, self.paste, self.pasted = bytearray(), [], None, None
-        self.wake_at = None
+        self.wake_at, self.wake_cause = None, None
 
     # --- the wire -----------------------------------------------------------------------------
 
@@ -174,30 +195,31 @@ class VirtualBoard(supervisor.Supervisor):
             self.reset(WDT_RESET)
         if self.wake_at is not None and now >= self.wake_at:
             self.wake_at = None
-            self.reset(DEEPSLEEP_RESET, self.loaded.label)
+            self.reset(self.wake_cause, self.label)
 
     # --- the VM -------------------------------------------------------------------------------
 
     def reset(self, cause, wake=None):
-        """A hard reset: the bootloader runs, then the firmware starts in the friendly REPL."""
+        """A hard reset: the board powers up, then the firmware starts in the friendly REPL."""
         self._stop()
+        self.wake_at = None
         self.mode = FRIENDLY
-        loaded = self.boot(cause, wake)
-        if loaded is None:
+        label = self.power_up(cause, wake)
+        if label is None:
             self._halt("no-bootable-app")  # the board stays off: no VM, input is dropped
             return
-        self.loaded = loaded
+        self.label = label
         self._start(cause)
 
     def soft_reset(self):
-        """Ctrl-D or SystemExit: a new VM on the same slot; the watchdog keeps running."""
+        """Ctrl-D or SystemExit: a new VM on the same firmware; the watchdog keeps running."""
         self.say("soft reset")
         self.tx(b"MPY: soft reboot\r\n")
         self._stop()
-        self._start(SOFT_RESET)
+        self._start(self.soft_cause())
 
     def _start(self, cause):
-        self.proc, self.ctl = self.spawn(self.loaded.label, cause, ["-c", AGENT], stdin=subprocess.PIPE,
+        self.proc, self.ctl = self.spawn(self.label, cause, ["-c", self.port_import + AGENT], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.out = self.proc.stdout.fileno()
         os.set_blocking(self.out, False)
@@ -219,10 +241,10 @@ class VirtualBoard(supervisor.Supervisor):
         self.proc = self.ctl = self.out = None
         self.pending = b""
         self.jobs, self.job = [], None
-        self.started = self.interrupt = False
+        self.started = self.interrupt = self.syncing = False
 
     def _next(self):
-        while self.job is None and self.jobs and self.proc is not None:
+        while self.job is None and not self.syncing and self.jobs and self.proc is not None:
             job = self.jobs.pop(0)
             if job is PROMPT:
                 self._prompt()
@@ -253,7 +275,7 @@ class VirtualBoard(supervisor.Supervisor):
         if not data:
             self._forward()
             self.say("panic: the VM ended (%s)" % self.proc.wait())
-            self.reset(HARD_RESET)
+            self.vm_died()
             return
         self.pending += data
         proc = self.proc
@@ -268,6 +290,13 @@ class VirtualBoard(supervisor.Supervisor):
         if words[:1] == ["run"] and int(words[1]) == self.seq:
             self.started = True
             return None
+        if words[:1] in (["synced"], ["intr"]):
+            if self.syncing and words[0] == "synced":
+                self.syncing = False
+                self._next()
+            elif self.syncing:
+                self._sync()  # the stray interrupt came; it may have cost the sync line
+            return None
         if words[:1] == ["done"]:
             if int(words[1]) == self.seq and self.job is not None:
                 self._forward()  # everything printed before the end comes first
@@ -277,20 +306,17 @@ class VirtualBoard(supervisor.Supervisor):
         outcome = super()._message(words)
         if outcome:
             self._forward()
-            if outcome[0] == "reset":
-                self.reset(HARD_RESET)
-            elif outcome[0] == "soft":
+            if outcome[0] == "soft":
                 self.soft_reset()
             else:
-                self._sleep_board(outcome[1])
+                self.outcome(outcome)
         return None
 
-    def _sleep_board(self, ms):
+    def sleep_until(self, seconds, cause):
+        """The VM is gone; the board resets with `cause` after `seconds` (None: never)."""
         self._stop()
-        if ms == 0:
-            self._halt("deepsleep")
-        else:
-            self.wake_at = time.monotonic() + ms / 1000
+        self.wake_at = None if seconds is None else time.monotonic() + seconds
+        self.wake_cause = cause
 
     def _interrupt(self):
         """Ctrl-C while code runs: a KeyboardInterrupt in the VM (once per piece of code; a
@@ -301,8 +327,18 @@ class VirtualBoard(supervisor.Supervisor):
             self.interrupt = None
             self.proc.send_signal(2)
 
+    def _sync(self):
+        try:
+            self.proc.stdin.write(b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the VM died: its control pipe reports it
+
     def _finish(self, status, text):
         job, self.job = self.job, None
+        if self.interrupt is None:  # a SIGINT went out for this code: it may still be on its way
+            self.syncing = True
+            self._sync()
         self.started = self.interrupt = False
         if job.kind == "raw":
             self.tx(b"\x04")
@@ -328,8 +364,8 @@ class VirtualBoard(supervisor.Supervisor):
             self._banner()
 
     def _banner(self):
-        self.tx(b"MicroPython %s on vboard; simulated ESP32 module with ESP32\r\n"
-                b"Type \"help()\" for more information.\r\n>>> " % self.version.encode())
+        self.tx(b"MicroPython %s on vboard; %s\r\n"
+                b"Type \"help()\" for more information.\r\n>>> " % (self.version.encode(), self.board_name.encode()))
 
     # --- the REPL -----------------------------------------------------------------------------
 
@@ -350,7 +386,7 @@ class VirtualBoard(supervisor.Supervisor):
     def _consume(self):
         """Feed queued input to the REPL while no code runs (the board's stdin buffer)."""
         i = 0
-        while i < len(self.input) and self.job is None and self.proc is not None:
+        while i < len(self.input) and self.job is None and not self.syncing and self.proc is not None:
             if self.paste is not None:
                 i = self._paste(i)
             elif self.mode == RAW:
@@ -475,9 +511,38 @@ class VirtualBoard(supervisor.Supervisor):
             self.tx(bytes([b]))
 
 
-def run(flash, fs, **options):
+class VirtualBoard(ReplBridge, supervisor.Supervisor):
+    """The simulated ESP32 on a pty: its bootloader picks the slot at every reset."""
+
+    port_import = "import sim_port as _port\n"
+    board_name = "simulated ESP32 module with ESP32"
+
+    def power_up(self, cause, wake):
+        loaded = self.boot(cause, wake)
+        return loaded.label if loaded else None
+
+    def soft_cause(self):
+        return SOFT_RESET
+
+    def vm_died(self):
+        self.reset(HARD_RESET)  # the panic handler reboots
+
+    def outcome(self, outcome):
+        if outcome[0] == "reset":
+            self.reset(HARD_RESET)
+        elif outcome[0] == "deepsleep" and outcome[1]:
+            self.sleep_until(outcome[1] / 1000, DEEPSLEEP_RESET)
+        else:  # deep sleep with no wake-up time, or a planned power cut: the board stays off
+            self.sleep_until(None, None)
+            self._halt(outcome[0])
+
+
+def serve(board):
     """Serve a virtual board until killed: prints the pty's path, then the [sim] lines."""
-    supervisor.lead_group()
-    board = VirtualBoard(flash, fs, **options)
     print(board.path, flush=True)
     board.serve()
+
+
+def run(flash, fs, **options):
+    supervisor.lead_group()
+    serve(VirtualBoard(flash, fs, **options))
