@@ -158,7 +158,7 @@ def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_wave
     # one board is off all along and catches up when it returns ---
     away = boards.boards["dev-19"]
     away.power_cut()
-    boards.wait_state(lambda s: s["dev-19"]["online"] is False)
+    boards.wait_state(lambda s: (s.get("dev-19") or {}).get("online") is False)  # a busy broker may answer in part
     before = sys_counters(boards)
     log_mark = len(broker.log_text())
     good = start(ops, boards, "good", "3.0.0", FW_HEALTHY, 3)
@@ -180,7 +180,7 @@ def test_bad_release_halts_after_canaries_good_release_reaches_all_in_three_wave
     assert p["devices"]["dev-19"]["status"] == "notified"  # off: it did not hold its wave up
     assert all(i["status"] == "succeeded" for d, i in p["devices"].items() if d != "dev-19")
     away.start()  # back: its retained pin is waiting
-    boards.wait_state(lambda s: s["dev-19"].get("version") == "3.0.0" and s["dev-19"].get("state") == "idle")
+    boards.wait_state(lambda s: (s.get("dev-19") or {}).get("version") == "3.0.0" and s["dev-19"].get("state") == "idle")
     out = mpota("rollout", "run", "good", "--fleet-dir", ops.dir)  # folds in the late confirmation
     assert out.returncode == 0, out.stdout + out.stderr
     p = plan(ops, "good")
