@@ -11,7 +11,6 @@ import sys
 FLASH_SIZE = 0x400000
 SECTOR = 4096
 PAGE = 256  # a NOR page program: the unit a power cut can split a write into
-_IO = 1024  # bytes per host-file read or write when checking or erasing: fewer syscalls, little heap
 
 TYPE_APP = 0
 TYPE_DATA = 1
@@ -153,8 +152,8 @@ class Flash:
             self._f = open(path, "r+b")  # the unix port's files are unbuffered already
         else:
             self._f = open(path, "r+b", buffering=0)
-        self._page = bytearray(_IO)
-        self._erased = b"\xff" * _IO
+        self._page = bytearray(PAGE)  # a page: a board's flash driver takes no MicroPython heap
+        self._erased = b"\xff" * PAGE
         self.tear = tear
         self.on_cut = None
         self.trace = None
@@ -236,7 +235,7 @@ class Flash:
         buf = memoryview(self._page)
         done = 0
         while done < size:
-            n = min(_IO, size - done)
+            n = min(PAGE, size - done)
             got = self._f.readinto(buf[:n])
             if not got:
                 raise OSError(5, "flash file too short")
@@ -251,13 +250,13 @@ class Flash:
             if self._op("e", sector):
                 self._tear_erase(sector)
             self._f.seek(sector)
-            for _ in range(SECTOR // _IO):
+            for _ in range(SECTOR // PAGE):
                 self._f.write(self._erased)
 
     def _tear_erase(self, sector):
         """A sector erase cut short: some bits of it are 1 already, the rest as they were."""
         for page in range(sector, sector + SECTOR, PAGE):
-            old = memoryview(self._page)[:PAGE]
+            old = memoryview(self._page)
             self.read(page, old)
             mixed = int.from_bytes(old, "big") | int.from_bytes(self.tear.mask(PAGE), "big")
             self._f.seek(page)
