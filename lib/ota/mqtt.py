@@ -122,7 +122,8 @@ class MQTTClient:
         self.oversized = 0
         self.lw = None
         self.sock = None
-        self.poller = None
+        self.poller = None  # on the socket the client reads and writes (TLS or TCP)
+        self.rpoller = None  # on the TCP socket: waits for incoming data
         self.pid = 0
         self.acked = -1
         self.granted = True
@@ -157,7 +158,7 @@ class MQTTClient:
         within their budgets (the CONNACK is due within `timeout`)."""
         self.close()
         addr = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0][-1]
-        sock = socket.socket()
+        sock = raw = socket.socket()
         try:
             sock.settimeout(timeout or self.timeout)
             sock.connect(addr)
@@ -174,6 +175,15 @@ class MQTTClient:
         self.sock = sock
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+        self.rpoller = self.poller
+        if raw is not sock:
+            # Incoming data is awaited on the TCP socket under TLS: a wait starts only after a
+            # read found nothing, when mbedtls holds no decrypted bytes. The unix port's poll()
+            # sleeps in one call on a socket, but checks an object without a file descriptor
+            # (the TLS one) every millisecond (extmod/modselect.c,
+            # poll_set_poll_until_ready_or_timeout).
+            self.rpoller = select.poll()
+            self.rpoller.register(raw, select.POLLIN)
         self.rs = self.re = self.skip = self.unacked = 0
         self.need = 2
         self.part_at = self.ping_at = self.session_present = None
@@ -256,7 +266,7 @@ class MQTTClient:
             except OSError:
                 pass
         self.sock = None
-        self.poller = None
+        self.poller = self.rpoller = None
         self.olen = self.wlen = 0
 
     def reconnect(self, backoff=None, attempts=0, clean_session=True):
@@ -493,7 +503,7 @@ class MQTTClient:
         self.flush()
         if self.olen:  # the socket took only part: come back soon to write the rest
             ms = min(ms, 10)
-        poller = self.poller
+        poller = self.rpoller
         if poller is None:
             raise MQTTError("closed", "not connected")
         for _, ev in poller.poll(ms):

@@ -38,7 +38,7 @@ except ImportError:  # rp2: no firmware slot; app bundles only (ota.bundle)
     esp32 = None  # type: ignore[assignment]
 
 _SLACK = const(64)  # an encoded chunk is at most chunk size + 64 bytes (docs/FORMAT.md section 4)
-_SAVE_EVERY = const(8)  # chunks between progress saves: fewer filesystem writes, less re-fetching
+_SAVE_BYTES = const(65536)  # received bytes between progress saves: what a power cut can cost again
 _COOLDOWN_MS = const(2000)  # a refused message is not asked for again before this, doubled per refusal
 _COOLDOWN_SHIFT_MAX = const(6)  # at most about 2 minutes
 _COOLDOWN_SLOTS = const(8)  # refused indices remembered: constant RAM whatever the chunk count
@@ -69,7 +69,7 @@ class Updater:
         self._blob = None
         self._verified = False
         self._asked = False
-        self._unsaved = 0
+        self._unsaved = 0  # bytes of chunks received since the progress was last saved
         self._percent = -1
         # for hashing the slot and decoding: `buf` (SECTOR bytes) lets the caller allocate it
         # before the heap is fragmented
@@ -275,8 +275,8 @@ class Updater:
             slot.write(index * m.chunk_size, self._decode(m, index, data))
         self._cooling.pop(index, None)
         p.mark(index)
-        self._unsaved += 1
-        if self._unsaved >= _SAVE_EVERY or p.complete():
+        self._unsaved += len(data)
+        if self._unsaved >= _SAVE_BYTES or p.complete():
             p.save()
             self._unsaved = 0
         percent = _percent(p)

@@ -109,7 +109,7 @@ class mqtt(_Corpus):
         c.set_callback(lambda topic, msg: bytes(msg))
         c.set_oversize_callback(lambda topic, size: None)
         c.sock = _Stream(stream)
-        c.poller = select.poll()
+        c.poller = c.rpoller = select.poll()
         c.poller.register(c.sock, select.POLLIN)
         what = rng.below(3)
         if what == 1:

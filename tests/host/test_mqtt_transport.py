@@ -142,7 +142,7 @@ def test_dropped_link_resumes(mosquitto, ota_device, tcp_proxy, tmp_path):
     assert data.read_bytes() == image
     log = mq.log_text()
     assert log.count("New client connected from 127.0.0.1") >= 3  # publisher, device, device again
-    assert chunk_sends(log, "dev-1", rid) <= 240 + 8
+    assert chunk_sends(log, "dev-1", rid) <= 240 + 16  # again at most the window the drop caught in flight
 
 
 def test_newer_manifest_supersedes_mid_download(mosquitto, ota_device, tmp_path):

@@ -62,3 +62,42 @@ def test_the_cut_calls_the_boards_hook_and_counts_operations(tmp_path):
         flash.write(0, b"\x00" * 1024)
     assert seen == [("e", 0), ("p", 0), ("p", 256), ("p", 512)] and cuts == [("p", 512)]
     assert flash.ops == 4 and flash.tear is None
+
+
+def test_writes_program_nor_pages_wherever_they_start_and_whatever_the_flash_holds(tmp_path):
+    """A write lands as old AND new and counts one operation per page it touches, whether the
+    pages were erased (one host write for all of them) or not (page by page)."""
+    flash, path = flash_file(tmp_path)
+    model = bytearray(path.read_bytes())
+    flash.write(3000, b"\x0f" * 700)  # partly programmed pages for the writes below to land on
+    model[3000:3700] = b"\x0f" * 700
+    cases = [(0, 4096), (4096 + 100, 1000), (2900, 300), (3500, 2000), (8192, 256), (8192 + 255, 2), (12000, 1)]
+    for addr, size in cases:
+        data = bytes((addr + i * 131) & 0xFF for i in range(size))
+        seen = []
+        flash.trace = lambda kind, a: seen.append((kind, a))
+        flash.write(addr, data)
+        for i, b in enumerate(data):
+            model[addr + i] &= b
+        pages = list(range(addr - addr % sim_flash.PAGE, addr + size, sim_flash.PAGE))
+        assert seen == [("p", max(p, addr)) for p in pages]
+    assert path.read_bytes() == bytes(model)
+
+
+@pytest.mark.parametrize("at", range(6))
+def test_a_cut_lands_in_the_planned_page_of_a_multi_page_write(tmp_path, at):
+    """Pages before the cut are programmed, the cut one half, the rest untouched: a write into
+    erased flash goes to the host file in one piece only when no cut is planned inside it."""
+    flash, path = flash_file(tmp_path)
+    flash.tear = sim_flash.Tear(at, 3)
+    data = bytes(range(256)) * 5 + b"\x00" * 10  # 6 pages from 100: the first and last partial
+    with pytest.raises(sim_flash.PowerCut):
+        flash.write(100, data)
+    after = path.read_bytes()
+    start = 100 if at == 0 else 256 * at  # where the cut page program begins
+    end = min(256 * (at + 1), 100 + len(data))
+    assert after[100:start] == data[:start - 100]  # the pages before the cut are programmed
+    assert after[end:100 + len(data)] == b"\xff" * (100 + len(data) - end)  # those after untouched
+    torn = after[start:end]
+    assert torn != data[start - 100:end - 100]  # seed 3 leaves some word of each of these pages short
+    assert all(g & w == w for g, w in zip(torn, data[start - 100:end - 100]))  # only bits to clear went

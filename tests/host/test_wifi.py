@@ -16,7 +16,7 @@ from wifi_env import AccessPoint
 
 # Short attempts and pauses stand in for the defaults (20 s, up to 60 s): an outage of a few
 # seconds here is as many failed attempts as minutes are on a board with the defaults.
-WINDOW, SAVE_EVERY, TABLE = 16, 8, 2  # largest chunk window, chunks per progress save, table messages
+WINDOW, SAVE_EVERY, TABLE = 16, 16, 2  # largest chunk window, 4 KiB chunks per progress save (64 KiB), table messages
 
 
 def chunk_sends(log, device, release):

@@ -4,6 +4,7 @@
 import json
 import random
 import time
+from array import array
 
 import ota
 from ota import events, trial, trust
@@ -24,7 +25,9 @@ while trial.in_trial() and not ota.confirm([fw.healthy]):
 
 def chunks_in_shuffled_order(count, seed, duplicates):
     random.seed(seed)
-    order = list(range(count)) + [random.getrandbits(16) % count for _ in range(duplicates)]
+    order = array("H", range(count))  # 2 bytes an entry: the app's own heap stays small
+    for _ in range(duplicates):
+        order.append(random.getrandbits(16) % count)
     for i in range(len(order) - 1, 0, -1):
         j = random.getrandbits(16) % (i + 1)
         order[i], order[j] = order[j], order[i]
