@@ -1,5 +1,6 @@
-# main.py of a test application: the project's update service, and a line naming which of the
-# update's modules the board holds once it is connected, and after each event the service saw.
+# main.py of a test application: the project's update service, and lines naming which of the
+# update's modules the board holds: `AT kind` as the service emits each event (a whole download
+# and its reset can fall within one poll), `HELD kind` once the poll that saw it has returned.
 import sys
 
 import ota.service
@@ -7,7 +8,18 @@ from ota import events
 
 LOADED_ON_DEMAND = ("ota.config", "ota.updater", "ota.manifest", "ota.p256", "ota.trust", "ota.freshness")
 seen = []
-events.listen(lambda kind, fields: seen.append(kind))
+
+
+def held(label, kind):
+    print(label, kind, " ".join(m for m in LOADED_ON_DEMAND if m in sys.modules) or "-")
+
+
+def at(kind, fields):
+    seen.append(kind)
+    held("AT", kind)
+
+
+events.listen(at)
 updates = ota.service.start()
 connected = False
 while True:
@@ -17,4 +29,4 @@ while True:
         seen.append("connected")
     connected = updates.transport.connected
     for kind in seen[told:]:
-        print("HELD", kind, " ".join(m for m in LOADED_ON_DEMAND if m in sys.modules) or "-")
+        held("HELD", kind)
