@@ -206,8 +206,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="rounds per case, each receiver once a round (medians printed)")
     ap.add_argument("--chunks", default="4096,16384", help="chunk sizes, comma-separated")
-    ap.add_argument("--links", default="plain,tls", help="plain, tls or both")
+    ap.add_argument("--links", default="plain,tls", help="links to measure, comma-separated: plain, tls")
     opts = ap.parse_args()
+    if not set(opts.links.split(",")) <= {"plain", "tls"}:
+        ap.error("--links takes plain, tls or plain,tls")
     started = time.monotonic()
 
     def say(text):
