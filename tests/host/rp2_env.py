@@ -103,7 +103,7 @@ class BundleSigner(Signer):
                                chunk_size=chunk_size, board=board, target="bundle")
 
 
-def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=1000, confirm_within_ms=4000, app=None, config=None):
+def bundle_board_files(signer, first, *, board=RP2_BOARD, wdt_ms=3000, confirm_within_ms=6000, app=None, config=None):
     """A board's filesystem for app bundles, with bundle `first` (from `signer.bundle`)
     installed and confirmed in apps/a; `config`: more settings for ota_config.json."""
     blob, data = first
