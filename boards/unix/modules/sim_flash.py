@@ -36,6 +36,15 @@ _DATA_SUBTYPES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_
                   "spiffs": 0x82, "littlefs": 0x83}
 
 
+def save(path, data):
+    """Write a whole flash file sector by sector. One big write makes the host kernel cache the
+    file in large folios, and every later 256-byte write of the device then costs several times
+    as much (a host cost the chip does not have)."""
+    with open(path, "wb") as f:
+        for at in range(0, len(data), SECTOR):
+            f.write(data[at:at + SECTOR])
+
+
 def esp_error(code):
     """The exception MicroPython's check_esp_err() raises for an esp_err_t. With the heap
     locked it cannot make the name string and raises a bare OSError: the esp32 port has no
@@ -154,6 +163,8 @@ class Flash:
             self._f = open(path, "r+b", buffering=0)
         self._page = bytearray(PAGE)  # a page: a board's flash driver takes no MicroPython heap
         self._erased = b"\xff" * PAGE
+        # [_blank_start, _blank_end): sectors this object erased and has not written into since
+        self._blank_start = self._blank_end = 0
         self.tear = tear
         self.on_cut = None
         self.trace = None
@@ -202,14 +213,24 @@ class Flash:
             return
         pages = (addr % PAGE + len(data) + PAGE - 1) // PAGE
         tear = self.tear
-        if (tear is None or tear.left >= pages) and self._erased_at(addr, len(data)):
-            # No cut inside this write and every byte still erased: each page becomes its data,
-            # so the pages go to the host file in one write (the simulator's cost, not the chip's).
-            for page in range(addr - addr % PAGE, addr + len(data), PAGE):
-                self._op("p", max(page, addr))
+        end = addr + len(data)
+        if (tear is None or tear.left >= pages) and self._blank_start <= addr and end <= self._blank_end:
+            # No cut inside this write and every byte erased by this object since: each page
+            # becomes its data, so the pages go to the host file in one write (the simulator's
+            # cost, not the chip's). Only the blank part after the write stays known as blank.
+            self._blank_start = end
+            if self.trace is None:
+                self.ops += pages
+                if tear is not None:
+                    tear.left -= pages
+            else:
+                for page in range(addr - addr % PAGE, end, PAGE):
+                    self._op("p", max(page, addr))
             self._f.seek(addr)
             self._f.write(data)
             return
+        if addr < self._blank_end and self._blank_start < end:
+            self._blank_start = self._blank_end = 0
         done = 0
         while done < len(data):
             n = min(PAGE - (addr + done) % PAGE, len(data) - done)
@@ -229,21 +250,6 @@ class Flash:
                 self._cut("p", addr + done)
             done += n
 
-    def _erased_at(self, addr, size):
-        """True when the `size` bytes at addr are all 0xFF."""
-        self._f.seek(addr)
-        buf = memoryview(self._page)
-        done = 0
-        while done < size:
-            n = min(PAGE, size - done)
-            got = self._f.readinto(buf[:n])
-            if not got:
-                raise OSError(5, "flash file too short")
-            if buf[:got] != memoryview(self._erased)[:got]:
-                return False
-            done += got
-        return True
-
     def erase(self, addr, size):
         """Set whole sectors to 0xFF (addr and size are sector multiples)."""
         for sector in range(addr, addr + size, SECTOR):
@@ -252,6 +258,9 @@ class Flash:
             self._f.seek(sector)
             for _ in range(SECTOR // PAGE):
                 self._f.write(self._erased)
+            if self._blank_end != sector or self._blank_start >= self._blank_end:
+                self._blank_start = sector
+            self._blank_end = sector + SECTOR
 
     def _tear_erase(self, sector):
         """A sector erase cut short: some bits of it are 1 already, the rest as they were."""

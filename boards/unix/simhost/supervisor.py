@@ -72,7 +72,7 @@ def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
     flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
     flash[slots[0][3]:slots[0][3] + len(image)] = image
     Path(flash_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(flash_path).write_bytes(flash)
+    sim_flash.save(flash_path, flash)
     if fs_dir is not None:
         Path(fs_dir).mkdir(parents=True, exist_ok=True)
 
