@@ -174,6 +174,7 @@ def start(checks=(), permission=None, client=None, on_message=None, on_connect=N
     application's own umqtt.simple-style client, lent (`ota.adapter.Lent`); the service then
     connects it, `on_message(topic, msg)` gets the application's messages and
     `on_connect(client)` runs after every connection, to subscribe again."""
+    gc.collect()  # what boot.py left (the trial bookkeeping) goes first, so the buffer finds a hole
     buf = bytearray(_SECTOR)  # first, while the heap is still whole: the one large buffer it keeps
     from ota import config
 
