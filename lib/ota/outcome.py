@@ -6,7 +6,7 @@ import time
 
 import machine
 
-from ota import events, history, installed, otadata, store, trial
+from ota import events, installed, otadata, store, trial
 from ota.progress import Progress
 
 try:
@@ -81,6 +81,8 @@ def _settle(pending):
         if reason != "power_loss" and not (reason == "unreachable" and _retry(pending["release"])):
             # The firmware failed: never again. A power loss is not its fault: the verified
             # download is still in the slot, and the updater installs it again.
+            from ota import history  # only after an install: a plain boot does not load it
+
             history.failed(pending["release"])
             Progress.clear()
         events.emit("rolled_back", release=pending["release"], target=pending["version"], version=trial._running[1],
@@ -150,6 +152,8 @@ def _confirmed(pending):
     part = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
     release, version = trial._running
     if pending:
+        from ota import history
+
         history.confirmed(release, pending["counter"])
     seq = otadata.newest(otadata.slot_index(part))[0]
     installed.record(part.info()[4], seq, release, version)
