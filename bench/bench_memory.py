@@ -2,8 +2,9 @@
 in 1 KiB steps, in which each of these passes (the `ota` package as `.mpy`, staged as
 `mpota provision` stages a board):
 
-- idle: `ota.service.start()` connects (TLS, and plain), subscribes, and stays connected for
-  5 s with a 2 s keepalive (pings), with no release for it;
+- idle: after `ota.boot()` (as boot.py runs it), `ota.service.start()` connects (TLS, and
+  plain), subscribes, and stays connected for 5 s with a 2 s keepalive (pings), with no release
+  for it;
 - full update (TLS, and plain): `ota.service` with its own client receives a 1.5 MiB release
   (4 KiB chunks) into the simulated slot, hashes it, checks the signature and installs (switches
   the boot partition and resets, which ends the bare process);
@@ -53,6 +54,8 @@ STARTED = time.monotonic()
 
 IDLE_SCRIPT = """
 import time
+import ota
+ota.boot()  # as boot.py does first: the boot's bookkeeping, then the service
 from ota import events
 faults = []
 events.listen(lambda kind, fields: faults.append(kind) if fields.get("error") == "no_memory" else None)

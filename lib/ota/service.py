@@ -15,10 +15,13 @@ application with its own MQTT client lends it: `start(client=c, on_message=..., 
 (umqtt.simple and alike, see `ota.adapter`)."""
 import gc
 
+from micropython import const
+
 import ota
 from ota import events, trial
 from ota.errors import FormatError, OTAError
-from ota.slot import SECTOR  # loaded with ota.trial already
+
+_SECTOR = const(4096)  # ota.slot.SECTOR, the updater's buffer: ota.slot is not loaded while idle
 
 
 def _permission(setting):
@@ -56,8 +59,10 @@ def _client(cfg):
                       broker.get("password"), broker.get("keepalive", 30), ctx, broker.get("server_hostname"))
 
 
-# What the updater loads, unloaded again once it has nothing in hand (its own lazy imports too).
-_UPDATE_MODULES = ("updater", "manifest", "freshness", "trust", "p256", "filesink", "encoding", "fastadd", "bundle")
+# What the updater loads, unloaded again once it has nothing in hand (its own lazy imports too,
+# and the records it shares with the trial bookkeeping, which loads them again when it runs).
+_UPDATE_MODULES = ("updater", "manifest", "freshness", "trust", "p256", "filesink", "encoding", "fastadd", "bundle",
+                   "otadata", "store", "progress", "slot")
 
 
 class _Waiting:
@@ -74,7 +79,7 @@ class _Waiting:
 
 class Service:
     def __init__(self, cfg, checks=(), permission=None, client=None, on_message=None, on_connect=None, buf=None):
-        self.buf = buf or bytearray(SECTOR)  # the updater's hashing and decoding buffer
+        self.buf = buf or bytearray(_SECTOR)  # the updater's hashing and decoding buffer
         self.checks = checks
         self.permission = permission or _permission(cfg["install"])
         self.names = cfg["board"], cfg["fleet"], cfg["group"], cfg["device_id"]
@@ -169,9 +174,10 @@ def start(checks=(), permission=None, client=None, on_message=None, on_connect=N
     application's own umqtt.simple-style client, lent (`ota.adapter.Lent`); the service then
     connects it, `on_message(topic, msg)` gets the application's messages and
     `on_connect(client)` runs after every connection, to subscribe again."""
-    buf = bytearray(SECTOR)  # first, while the heap is still whole: the one large buffer it keeps
+    gc.collect()  # what boot.py left (the trial bookkeeping) goes first, so the buffer finds a hole
+    buf = bytearray(_SECTOR)  # first, while the heap is still whole: the one large buffer it keeps
     from ota import config
 
     cfg = config.load()
-    ota.unload("config")  # read once: its checks and defaults need no heap from now on
+    ota.unload("config", "store")  # read once: its checks and defaults need no heap from now on
     return Service(cfg, checks, permission, client, on_message, on_connect, buf)

@@ -5,46 +5,45 @@ boot.py calls `on_boot()`. On the first boot of a new image (otadata: PENDING_VE
 reachable again, its own checks pass). A hang (watchdog), a failed check, a crash loop or a
 missed deadline resets the board before confirmation, and the bootloader boots the old image,
 which reports `rolled_back` with the reason it can tell. The accounting lives in a file because
-reset causes are not reliable on every port (rp2 reports WDT_RESET for machine.reset())."""
+reset causes are not reliable on every port (rp2 reports WDT_RESET for machine.reset()).
+
+This module holds what every poll needs: the watchdog, the deadline, what runs. The bookkeeping
+that settles, confirms or fails a trial (`ota.outcome`, with the records it reads) is loaded
+for that step and unloaded after it, so a board that is not on trial does not keep it."""
 import time
 
-import machine
+import ota
 
-from ota import events, history, installed, otadata, store
-from ota.progress import Progress
-
-try:
-    import esp32
-except ImportError:  # rp2: no firmware slots; only app bundles have trials (ota.bundle)
-    esp32 = None  # type: ignore[assignment]
-
-_CAUSES = {
-    machine.WDT_RESET: "watchdog",
-    getattr(machine, "HARD_RESET", -1): "reset",  # rp2 has only PWRON_RESET and WDT_RESET
-    machine.PWRON_RESET: "power_loss",
-}
-
-UNREACHABLE_TRIES = 3  # trials of one release that may end without reaching the broker
-_UNREACHED = "unreached"  # {"release", "tries"}: such trials so far
-
-_wdt = None
+_wdt = None  # these four are set by ota.outcome
 _deadline = None  # set while on trial, cleared by confirmation
 _running = (None, None)  # (release, version) of the running image
 _link = None  # on trial: None (no network used yet), False (tried, never reached), True (reached)
+
+# What ota.outcome loads besides itself. Those the updater shares stay while it holds them;
+# ota.history stays too (it reports an unreadable copy once per boot).
+_OUTCOME_ONLY = ("installed", "bundle_trial", "bundle_boot")
+_SHARED = ("otadata", "store", "progress", "slot")
+
+
+def close():
+    """Unload `ota.outcome` and what only it needed, once a step is done with them."""
+    import sys
+
+    ota.unload("outcome", *_OUTCOME_ONLY)
+    if "ota.updater" not in sys.modules:
+        ota.unload(*_SHARED)
 
 
 def bundle_trials():
     """`ota.bundle_trial` on a board with app bundles, else None: a board that has never had a
     bundle does not load it (heap)."""
+    from ota import store
+
     if not store.exists(store.BUNDLE):
         return None
     from ota import bundle_trial
 
     return bundle_trial
-
-
-def _pending():
-    return store.read_json(store.PENDING)
 
 
 def running():
@@ -56,94 +55,12 @@ def running():
 def on_boot(wdt_ms=30000, confirm_within_ms=300000):
     """Arm the watchdog on a trial boot and settle what the last install led to.
     Returns True on a trial boot."""
-    global _wdt, _deadline, _running
-    bundles = bundle_trials()
-    _wdt = bundles and bundles.on_boot(wdt_ms)
-    if _wdt:  # an app bundle's first boot: the same watchdog and deadline as a firmware's
-        _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
-        return True
-    if esp32 is None:  # rp2: no firmware slots; what runs is the bundle
-        events.emit("booted", **(bundles.running() if bundles else {}))
-        return False
-    part = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-    index = otadata.slot_index(part)
-    slot = part.info()[4]
-    seq, state = otadata.newest(index) if index is not None else (0, None)
-    pending = _pending()
-    if state not in (None, otadata.VALID, otadata.PENDING_VERIFY):
-        _revert(pending)  # returns only when there is no other image to go back to
-    _running = installed.of(part, seq)
-    on_trial = state not in (None, otadata.VALID)
-    if not on_trial:
-        events.emit("booted", release=_running[0], version=_running[1], slot=slot)
-    if pending is not None and pending["slot"] != index:
-        _settle(pending)  # after `booted`: the state then names the release that rolled back
-        pending = None
-    if on_trial:
-        if pending is not None and not pending.get("tried"):
-            # Marked, because otadata cannot tell a second failed trial of the same slot from an
-            # unfinished set_boot(): ESP-IDF gives the new entry the seq the aborted one had.
-            pending["tried"] = True
-            store.write_json(store.PENDING, pending)
-        _wdt = machine.WDT(timeout=wdt_ms)
-        _deadline = time.ticks_add(time.ticks_ms(), confirm_within_ms)
-        if pending is not None:
-            _running = (pending["release"], pending["version"])
-        events.emit("trial", release=_running[0], target=_running[1], version=_running[1], slot=slot, progress=100,
-                    encoding=pending and pending.get("encoding"))
-        return True
-    if pending is not None:
-        _running = (pending["release"], pending["version"])
-        _confirmed(pending)  # confirmed, but the power went before the books were closed
-    return False
+    from ota import outcome
 
-
-def _settle(pending):
-    """The old image runs again after an install: say why, and whether to try that release again."""
-    seq, state = otadata.newest(pending["slot"])
-    if pending.get("reverted") or pending.get("tried") or (seq > pending["seq"] and state in (otadata.ABORTED, otadata.INVALID)):
-        reason = pending.get("reason") or _CAUSES.get(machine.reset_cause(), "reset")
-        if reason != "power_loss" and not (reason == "unreachable" and _retry(pending["release"])):
-            # The firmware failed: never again. A power loss is not its fault: the verified
-            # download is still in the slot, and the updater installs it again.
-            history.failed(pending["release"])
-            Progress.clear()
-        events.emit("rolled_back", release=pending["release"], target=pending["version"], version=_running[1],
-                    reason=reason)
-    # else set_boot() never completed: the download is still whole, the updater finishes it again
-    store.remove(store.PENDING)
-
-
-def _revert(pending):
-    """Fail closed on a torn otadata state word. A power cut inside an otadata write can leave a
-    state that is neither VALID nor PENDING_VERIFY with seq and CRC intact (the CRC covers only
-    seq); the bootloader boots such an entry with no trial (bootloader_utility.c,
-    bootloader_utility_get_selected_boot_partition() rejects only INVALID and ABORTED). So this
-    image is not trusted: the other slot boots again, and with it the last confirmed firmware."""
     try:
-        other = esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # type: ignore[arg-type]
-        index = otadata.slot_index(other)
-        if pending is not None:
-            pending["reverted"] = True
-            pending["reason"] = pending.get("reason") or "power_loss"  # not the firmware's fault
-            store.write_json(store.PENDING, pending)
-        before = otadata.newest(index)[0]
-        other.set_boot()
-    except OSError:
-        return  # no other image passes the bootloader's check: run this one on trial
-    installed.moved(other.info()[4], before, otadata.newest(index)[0])
-    events.emit("trial_failed", release=pending and pending["release"], reason="torn_otadata")
-    machine.reset()
-
-
-def _retry(release):
-    """A trial that never reached the broker failed for the network's sake: the release is
-    installed again, up to UNREACHABLE_TRIES trials; after that the firmware itself is suspect
-    (its network code may be what fails)."""
-    seen = store.read_json(_UNREACHED) or {}
-    tries = (seen.get("tries", 0) if seen.get("release") == release else 0) + 1
-    store.write_json(_UNREACHED, {"release": release, "tries": tries})
-    return tries < UNREACHABLE_TRIES
+        return outcome.on_boot(wdt_ms, confirm_within_ms)
+    finally:
+        close()
 
 
 def link(up):
@@ -173,56 +90,18 @@ def confirm(checks=()):
     cannot tell yet (a sensor still warming up): returns False, call again later; the deadline
     still runs. False, or an exception, rolls back now.
     Returns True when the image is (now or already) confirmed."""
-    global _deadline
-    bundles = bundle_trials()
-    on_trial = bundles and bundles.trial()
-    if not on_trial and _deadline is None and otadata.running_state() != otadata.PENDING_VERIFY:
-        return True
-    for check in checks:
-        try:
-            ok = check()
-        except Exception:
-            ok = False
-        if ok is None:
-            return False
-        if not ok:
-            _fail("health_check_failed")
-    if bundles and on_trial:
-        bundles.confirm(_wdt and _wdt.feed)
-        _deadline = None
-        return True
-    esp32.Partition.mark_app_valid_cancel_rollback()
-    _deadline = None
-    _confirmed(_pending())
-    return True
+    from ota import outcome
 
-
-def _confirmed(pending):
-    part = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # stub: label only; RUNNING works
-    release, version = _running
-    if pending:
-        history.confirmed(release, pending["counter"])
-    seq = otadata.newest(otadata.slot_index(part))[0]
-    installed.record(part.info()[4], seq, release, version)
-    if pending:  # the download is installed; else (an old image back on trial) it may still be
-        Progress.clear()
-        store.remove(store.MANIFEST)
-        store.remove(store.PENDING)
-        store.remove(_UNREACHED)
-    events.emit("confirmed", release=release, version=version, slot=part.info()[4], reason=None,
-                encoding=pending and pending.get("encoding"))
+    try:
+        return outcome.confirm(checks)
+    finally:
+        close()
 
 
 def _fail(reason):
-    bundles = bundle_trials()
-    bundle = bundles and bundles.fail(reason)  # the bundle on trial, if that is what failed
-    release = bundle
-    pending = _pending()
-    if pending:
-        pending["reason"] = reason
-        store.write_json(store.PENDING, pending)
-        release = pending["release"]
-    events.emit("trial_failed", release=release, reason=reason)
-    if not bundle and esp32 is not None and otadata.running_state() != otadata.PENDING_VERIFY:
-        _revert(pending)  # a torn state word: the bootloader would not roll back by itself
-    machine.reset()
+    from ota import outcome
+
+    try:
+        outcome.fail(reason)
+    finally:
+        close()

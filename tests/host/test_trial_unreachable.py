@@ -1,6 +1,6 @@
 """A trial that cannot reach the broker failed for the network's sake, not the firmware's: the
 release rolls back (the trial must still end), is installed again a bounded number of times
-(`trial.UNREACHABLE_TRIES`), and only then is it given up. The simulated board runs the project's
+(`outcome.UNREACHABLE_TRIES`), and only then is it given up. The simulated board runs the project's
 boot.py with the pipeline test app (tests/host/apps/local_update.py); the new firmware reports,
 as `ota.service` does, that its broker is out of reach."""
 import re
@@ -11,7 +11,7 @@ from mpunix import LIB
 from pipeline_env import PipelineBoard, new_signer
 from releases import release_id
 
-TRIES = int(re.search(r"^UNREACHABLE_TRIES = (\d+)", (LIB / "ota" / "trial.py").read_text(), re.M).group(1))
+TRIES = int(re.search(r"^UNREACHABLE_TRIES = (\d+)", (LIB / "ota" / "outcome.py").read_text(), re.M).group(1))
 
 FW_OFFLINE = ("from ota import trial\n\ndef start():\n    pass\n\n"
               "def healthy():\n    trial.link(False)  # the service never got its broker\n    return None\n")

@@ -6,7 +6,8 @@ import sys
 import ota.service
 from ota import events
 
-LOADED_ON_DEMAND = ("ota.config", "ota.updater", "ota.manifest", "ota.p256", "ota.trust", "ota.freshness")
+LOADED_ON_DEMAND = ("ota.config", "ota.updater", "ota.manifest", "ota.p256", "ota.trust", "ota.freshness",
+                    "ota.outcome", "ota.installed", "ota.store", "ota.progress", "ota.slot")
 seen = []
 
 
