@@ -53,6 +53,8 @@ from mpota.cmd_publish import publish_release  # noqa: E402
 STARTED = time.monotonic()
 
 IDLE_SCRIPT = """
+import esp32, machine, socket  # firmware on a board, there from boot: the simulator's goes first
+esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # (its flash model and partition table too)
 import time
 import ota
 ota.boot()  # as boot.py does first: the boot's bookkeeping, then the service
@@ -83,10 +85,7 @@ import esp32, machine, sim_flash, sim_otadata, sim_link, socket
 running = esp32.Partition(esp32.Partition.RUNNING)
 target = running.get_next_update()
 gc.collect()
-middle = gc.mem_alloc()
-import sim_image
-gc.collect()
-print(middle - before, gc.mem_alloc() - middle)
+print(gc.mem_alloc() - before)
 """
 
 # What each module of the package holds once imported, in the order the service loads them
@@ -174,9 +173,9 @@ def measure(work, name, broker, signer, script):
 
 
 def sim_share(work, broker, signer):
-    """Bytes the simulator's modules hold once imported with both partitions open, and those of
-    the image check that only `set_boot` (an install) loads."""
-    return tuple(int(n) for n in measure(work, "sim-share", broker, signer, SIM_SHARE_SCRIPT))
+    """Bytes the simulator's modules hold once imported with both partitions open (the image
+    check `set_boot` runs included: `esp32` loads it up front, as firmware is there from boot)."""
+    return int(measure(work, "sim-share", broker, signer, SIM_SHARE_SCRIPT)[0])
 
 
 class BareProbes:
@@ -267,7 +266,7 @@ def main():
                    for link in ("plain", "tls")}
         try:
             say("measuring the simulator's own modules, each module of the package, one TLS connection")
-            sim, image_check = sim_share(work, brokers["tls"], signer)
+            sim = sim_share(work, brokers["tls"], signer)
             modules = measure(work, "modules", brokers["tls"], signer, MODULES_SCRIPT % {"modules": MODULES})
             tls = int(measure(work, "tls", brokers["tls"], signer, TLS_SCRIPT)[0])
             if "idle" in only:
@@ -282,19 +281,19 @@ def main():
             if "update" in only:
                 for link in links:
                     probes = BareProbes(Path(work) / ("update-" + link), brokers[link], signer, opts.limit)
-                    rows.append(("full 1.5 MiB update (%s)" % link, sim + image_check,
+                    rows.append(("full 1.5 MiB update (%s)" % link, sim,
                                  smallest_heap("update " + link, probes.update, *(bounds or (16, 512)))))
             if "service" in only:
                 probe = ServiceProbe(Path(work) / "service", brokers["tls"], signer, opts.limit)
-                rows.append(("service path, publish -> confirmed (tls)", sim + image_check,
+                rows.append(("service path, publish -> confirmed (tls)", sim,
                              smallest_heap("service", probe, *(bounds or (32, 512)))))
         finally:
             for broker in brokers.values():
                 broker.stop()
     print("Smallest -X heapsize (1 KiB steps, bound and bound - 1 KiB each run again) on the 64-bit unix port;")
     print("the ota package as .mpy. Of it the simulator's modules hold %.1f KiB (esp32, machine, flash model," % (sim / 1024))
-    print("socket wrapper), plus %.1f KiB once an install loads the image check set_boot runs; on a board they" % (image_check / 1024))
-    print("are firmware and hold none, so the application's share is the difference.")
+    print("the image check set_boot runs, socket wrapper); on a board they are firmware and hold none, so the")
+    print("application's share is the difference.")
     print()
     print("%-44s %12s %12s %14s" % ("what", "smallest", "simulator", "application"))
     for what, sim_bytes, kib in rows:

@@ -34,6 +34,8 @@ SIM_MODULES = ROOT / "boards" / "unix" / "modules"
 # MemoryError the service caught and reported: `no_memory`), or `limit_ms` passes.
 # Prints the steps it saw.
 UPDATE_SCRIPT = """
+import esp32, machine, socket  # firmware on a board, there from boot: the simulator's goes first
+esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # (its flash model and partition table too)
 import time
 from ota import events
 seen = []

@@ -10,6 +10,7 @@ import errno
 import os
 
 import sim_flash
+import sim_image  # esp_image_verify is firmware on a board: loaded up front, not into a fragmented heap mid-install
 import sim_link
 import sim_otadata
 from sim_flash import SECTOR, SUBTYPE_ANY, TYPE_APP, TYPE_DATA, esp_error
@@ -184,8 +185,6 @@ class Partition:
 
     def set_boot(self):
         """esp_ota_set_boot_partition(): verify the whole image, then switch otadata to it."""
-        import sim_image  # only set_boot needs it: keep it off the heap until then
-
         try:
             sim_image.verify(self._io)
         except ValueError:

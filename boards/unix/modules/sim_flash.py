@@ -36,15 +36,6 @@ _DATA_SUBTYPES = {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_
                   "spiffs": 0x82, "littlefs": 0x83}
 
 
-def save(path, data):
-    """Write a whole flash file sector by sector. One big write makes the host kernel cache the
-    file in large folios, and every later 256-byte write of the device then costs several times
-    as much (a host cost the chip does not have)."""
-    with open(path, "wb") as f:
-        for at in range(0, len(data), SECTOR):
-            f.write(data[at:at + SECTOR])
-
-
 def esp_error(code):
     """The exception MicroPython's check_esp_err() raises for an esp_err_t. With the heap
     locked it cannot make the name string and raises a bare OSError: the esp32 port has no

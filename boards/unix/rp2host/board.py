@@ -20,8 +20,6 @@ import rp2host
 from simhost import supervisor
 from simhost.supervisor import PWRON_RESET, WDT_RESET
 
-import sim_flash  # noqa: E402  (on the path once simhost is imported)
-
 STORAGE_BYTES = 868352  # boards/unix/rp2/modules/rp2.py, RPI_PICO_W
 PICO_OUI = bytes.fromhex("e66058")  # the start of a Pico's flash unique id (8 bytes)
 CAUSES = {PWRON_RESET: "PWRON_RESET", WDT_RESET: "WDT_RESET"}
@@ -32,7 +30,7 @@ def new_board(flash_path):
     """A Pico W fresh from the factory with MicroPython just flashed: an erased storage region
     (the first boot formats it)."""
     Path(flash_path).parent.mkdir(parents=True, exist_ok=True)
-    sim_flash.save(flash_path, b"\xff" * STORAGE_BYTES)
+    supervisor.save_flash(flash_path, b"\xff" * STORAGE_BYTES)
 
 
 def default_uid(flash_path):

@@ -63,6 +63,15 @@ def default_uid(flash_path):
     return ESPRESSIF_OUI + digest[:3]
 
 
+def save_flash(path, data):
+    """Write a whole flash file sector by sector. One big write makes the host kernel cache the
+    file in large folios, and every later 256-byte write of the device then costs several times
+    as much (a host cost the chip does not have)."""
+    with open(path, "wb") as f:
+        for at in range(0, len(data), sim_flash.SECTOR):
+            f.write(data[at:at + sim_flash.SECTOR])
+
+
 def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
     """A factory-fresh board: erased flash with `image` in ota_0 (as `esptool write-flash`
     puts it), blank otadata, and an empty filesystem folder (none if fs_dir is None)."""
@@ -72,7 +81,7 @@ def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
     flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
     flash[slots[0][3]:slots[0][3] + len(image)] = image
     Path(flash_path).parent.mkdir(parents=True, exist_ok=True)
-    sim_flash.save(flash_path, flash)
+    save_flash(flash_path, flash)
     if fs_dir is not None:
         Path(fs_dir).mkdir(parents=True, exist_ok=True)
 
