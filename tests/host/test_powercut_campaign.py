@@ -5,7 +5,7 @@ random step the device has reported plus a random delay of up to 50 ms, so the c
 the whole update whatever the machine's speed; one cut in twenty lands just after the trial boot
 begins.
 
-Normal runs: 200 cuts with a 160 KiB image in 1000-byte chunks (a chunk size that does not divide
+Normal runs: 160 cuts with a 160 KiB image in 1000-byte chunks (a chunk size that does not divide
 a sector). OTA_SOAK=1: 1000 cuts with a 1.5 MiB image in 4 KiB chunks. Both for a raw release and
 for a delta one (patching: every piece read from the running slot, decoded, written)."""
 import os
@@ -23,7 +23,7 @@ from plugin_sim import SimDevice
 from releases import SLOT_SIZE
 
 SOAK = os.environ.get("OTA_SOAK") == "1"
-RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 200))
+RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 160))
 IMAGE_SIZE = SLOT_SIZE if SOAK else 160 * 1024
 CHUNK = 4096 if SOAK else 1000
 # The same heap for raw and delta. The soak image's 385 chunks need more: the test app's shuffled
