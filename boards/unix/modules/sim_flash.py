@@ -210,13 +210,8 @@ class Flash:
             # becomes its data, so the pages go to the host file in one write (the simulator's
             # cost, not the chip's). Only the blank part after the write stays known as blank.
             self._blank_start = end
-            if self.trace is None:
-                self.ops += pages
-                if tear is not None:
-                    tear.left -= pages
-            else:
-                for page in range(addr - addr % PAGE, end, PAGE):
-                    self._op("p", max(page, addr))
+            for page in range(addr - addr % PAGE, end, PAGE):
+                self._op("p", max(page, addr))
             self._f.seek(addr)
             self._f.write(data)
             return
