@@ -1,4 +1,6 @@
 """The simulated NOR flash tears as a chip does when the power goes inside an operation."""
+import random
+
 import pytest
 
 import plugin_sim  # noqa: F401  (puts the simulator's modules on the path)
@@ -65,8 +67,9 @@ def test_the_cut_calls_the_boards_hook_and_counts_operations(tmp_path):
 
 
 def test_writes_program_nor_pages_wherever_they_start_and_whatever_the_flash_holds(tmp_path):
-    """A write lands as old AND new and counts one operation per page it touches, whether the
-    pages were erased (one host write for all of them) or not (page by page)."""
+    """A write lands as old AND new and counts one operation per page it touches, wherever it
+    starts, over erased or partly programmed pages (the quick path after an erase: the model test
+    below)."""
     flash, path = flash_file(tmp_path)
     model = bytearray(path.read_bytes())
     flash.write(3000, b"\x0f" * 700)  # partly programmed pages for the writes below to land on
@@ -107,7 +110,6 @@ def test_a_cut_lands_in_the_planned_page_of_a_multi_page_write(tmp_path, at):
 def test_erases_and_writes_in_any_order_match_a_nor_model(tmp_path, seed):
     """Writes into sectors erased just before take the quick path (one host write); every other
     write, a second one into the same bytes included, must still land as old AND new."""
-    import random
     rng = random.Random(seed)
     flash, path = flash_file(tmp_path, b"\x5a")
     model = bytearray(path.read_bytes())
