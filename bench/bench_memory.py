@@ -1,6 +1,7 @@
 """The heap a device needs for the OTA: the smallest `-X heapsize` of the MicroPython unix port,
-in 1 KiB steps, in which each of these passes (the `ota` package as `.mpy`, staged as
-`mpota provision` stages a board):
+in 1 KiB steps, in which each of these passes, with the `ota` package as `.mpy` deployed both
+ways `mpota provision` stages a board: in a ROMFS partition (`--romfs`: bytecode runs in place
+from flash) and in lib/ on the filesystem (each module's bytecode copied into the heap):
 
 - idle: after `ota.boot()` (as boot.py runs it), `ota.service.start()` connects (TLS, and
   plain), subscribes, and stays connected for 5 s with a 2 s keepalive (pings), with no release
@@ -18,8 +19,11 @@ it has not passed within the time limit (the service path: an error on the board
 MemoryError its service catches is retried, as on a board). Each smallest heap is found by bisection, and then confirmed by running the bound and the bound
 minus 1 KiB again (each bound tested, never inferred). Printed beside it: the heap the simulator's
 own modules hold (`esp32`, `machine`, the flash model, the image check `set_boot` runs, the
-`socket` wrapper; on a board they are firmware and take no heap), and the application's share
-(the difference). Also measured in the same run: what each module of the package holds once
+`socket` wrapper, the ROMFS mount; on a board they are firmware and take no heap), and the
+application's share (the difference). The service path runs under the supervisor, whose VM gets
+`--heapsize` plus its allowance for the simulator (SIM_HEAP_ALLOWANCE): its row gives that whole
+VM heap, and subtracts what such a board holds when its main.py starts (the simulator, its port
+start-up, and the LittleFS mount, which is the board's own: about 0.8 KB kinder). Also measured in the same run: what each module of the package holds once
 imported, and what one TLS connection holds in the heap when a bare client opens it.
 
 TLS: on this port (a standard unix build) mbedtls allocates its session and record buffers with
@@ -33,7 +37,7 @@ figures here. Objects on this 64-bit port are wider than on a 32-bit board.
 
 It takes 5 to 30 minutes: it says what it is doing as it goes.
 Usage: python bench/bench_memory.py [--only idle,update,service] [--links tls,plain]
-       [--bounds LOW,HIGH] [--limit S]
+       [--deploy romfs,fs] [--bounds LOW,HIGH] [--limit S]
 """
 import argparse
 import json
@@ -47,6 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import simboard  # noqa: E402
+from simhost import supervisor  # noqa: E402
 
 from mpota.cmd_publish import publish_release  # noqa: E402
 
@@ -78,18 +83,16 @@ SIM_SHARE_SCRIPT = """
 import gc
 gc.collect()
 before = gc.mem_alloc()
-import esp32, machine, sim_flash, sim_otadata, sim_link, socket
-running = esp32.Partition(esp32.Partition.RUNNING)
-target = running.get_next_update()
+""" + simboard.FIRMWARE_FIRST + """
 gc.collect()
 print(gc.mem_alloc() - before)
 """
 
 # What each module of the package holds once imported, in the order the service loads them
 # (a module's imports count with it; the first qstr pools that outgrow count where they grow).
-MODULES_SCRIPT = """
+MODULES_SCRIPT = simboard.FIRMWARE_FIRST + """
 import gc
-import esp32, machine, sim_flash, sim_otadata, sim_link, sim_image, socket, select, json, hashlib, struct, time
+import select, json, hashlib, struct, time
 for name in %(modules)r:
     gc.collect()
     before = gc.mem_alloc()
@@ -160,32 +163,66 @@ def smallest_heap(name, probe, low, high):
     raise SystemExit("%s: the bound near %d KiB does not settle (a flaky probe)" % (name, high))
 
 
-def measure(work, name, broker, signer, script):
+def measure(work, name, broker, signer, script, romfs=False):
     """The lines a measuring script prints, run bare on a board of its own with 1 MiB of heap."""
-    board = simboard.Board(Path(work) / name, broker, signer, extra_config={"broker": BareProbes.broker_config(broker)})
+    board = simboard.Board(Path(work) / name, broker, signer, extra_config={"broker": BareProbes.broker_config(broker)},
+                           romfs=romfs)
     proc = board.run_bare(script, "1024K", timeout=60)
     if proc.returncode:
         raise SystemExit("measuring %s failed:\n%s" % (name, proc.stderr))
     return proc.stdout.split()
 
 
-def sim_share(work, broker, signer):
+def sim_share(work, broker, signer, romfs):
     """Bytes the simulator's modules hold once imported with both partitions open (the image
-    check `set_boot` runs included: `esp32` loads it up front, as firmware is there from boot)."""
-    return int(measure(work, "sim-share", broker, signer, SIM_SHARE_SCRIPT)[0])
+    check `set_boot` runs included: `esp32` loads it up front, as firmware is there from boot),
+    and the ROMFS mounted on a board that has one."""
+    return int(measure(work, "sim-share-%s" % deployment(romfs), broker, signer, SIM_SHARE_SCRIPT, romfs)[0])
+
+
+def supervised_share(work, broker, signer, romfs):
+    """Bytes a board under the supervisor holds when its main.py starts, with an empty boot.py:
+    the simulator's modules and its port start-up (firmware on a board), and the LittleFS mount
+    of "/" (the board's own, about 0.8 KB: counted here with the simulator, so the service path's
+    application share is that much kinder). The VM's heap is `--heapsize` + the supervisor's
+    allowance for the simulator (SIM_HEAP_ALLOWANCE)."""
+    folder = Path(work) / ("supervised-share-%s" % deployment(romfs))
+    folder.mkdir(parents=True)
+    (folder / "boot.py").write_text("")
+    (folder / "main.py").write_text("import gc\ngc.collect()\nprint('SHARE', gc.mem_alloc())\n")
+    board = simboard.Board(folder / "board", broker, signer, main=folder / "main.py", boot=folder / "boot.py",
+                           romfs=romfs)
+    proc = board.start_supervised("1000K", folder / "console.log")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in (folder / "console.log").read_text(errors="replace").splitlines():
+                if line.startswith("SHARE "):
+                    return int(line.split()[1])
+            time.sleep(0.2)
+        raise SystemExit("the supervised board did not report its start-up heap:\n"
+                         + (folder / "console.log").read_text(errors="replace"))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def deployment(romfs):
+    return "romfs" if romfs else "fs"
 
 
 class BareProbes:
     """Probes that run one bare board process (no supervisor) per try."""
 
-    def __init__(self, work, broker, signer, limit_s):
-        self.work, self.broker, self.signer, self.limit_s = Path(work), broker, signer, limit_s
+    def __init__(self, work, broker, signer, limit_s, romfs):
+        self.work, self.broker, self.signer, self.limit_s, self.romfs = Path(work), broker, signer, limit_s, romfs
         self.n = 0
 
     def _run(self, script, kib, keepalive=30):
         self.n += 1
         board = simboard.Board(self.work / ("probe%d" % self.n), self.broker, self.signer, device_id="mem%d" % self.n,
-                               extra_config={"broker": dict(self.broker_config(self.broker), keepalive=keepalive)})
+                               extra_config={"broker": dict(self.broker_config(self.broker), keepalive=keepalive)},
+                               romfs=self.romfs)
         return board.run_bare(script % {"limit_ms": self.limit_s * 1000}, "%dK" % kib, timeout=self.limit_s + 30)
 
     @staticmethod
@@ -206,8 +243,8 @@ class ServiceProbe:
     A traceback on the board's console (a MemoryError, mostly) fails the try at once: the board
     would only sit idle or reboot."""
 
-    def __init__(self, work, broker, signer, limit_s):
-        self.work, self.broker, self.signer, self.limit_s = Path(work), broker, signer, limit_s
+    def __init__(self, work, broker, signer, limit_s, romfs):
+        self.work, self.broker, self.signer, self.limit_s, self.romfs = Path(work), broker, signer, limit_s, romfs
         self.n = 0
 
     def __call__(self, kib):
@@ -215,7 +252,7 @@ class ServiceProbe:
         device = "svc%d" % self.n
         folder = self.work / ("service%d" % self.n)
         board = simboard.Board(folder, self.broker, self.signer, device_id=device,
-                               extra_config={"wdt_ms": 5000, "confirm_within_ms": 120000})
+                               extra_config={"wdt_ms": 5000, "confirm_within_ms": 120000}, romfs=self.romfs)
         proc = board.start_supervised("%dK" % kib, folder / "console.log")
         topic = "ota/status/%s/state" % device
         console = folder / "console.log"
@@ -246,64 +283,84 @@ def publish(broker, signer):
         publish_release(conn, blob, image, ["ota/manifest/" + simboard.FLEET])
 
 
+def measure_deployment(work, brokers, signer, opts, romfs, only, rows):
+    """The cases in `only` for one deployment of the package (its simulator share and per-module
+    heap measured first); returns its per-module heap lines."""
+    links = opts.links.split(",")
+    bounds = tuple(int(k) for k in opts.bounds.split(",")) if opts.bounds else None
+    kind = deployment(romfs)
+    work = Path(work) / kind / "-".join(sorted(only))
+    say("%s: measuring the simulator's own modules and each module of the package" % kind)
+    sim = sim_share(work, brokers["tls"], signer, romfs)
+    modules = measure(work, "modules", brokers["tls"], signer, MODULES_SCRIPT % {"modules": MODULES}, romfs)
+    if "idle" in only:
+        for link in links:
+            probes = BareProbes(work / ("idle-" + link), brokers[link], signer, opts.limit, romfs)
+            rows.append(("idle, connected (%s)" % link, kind, sim,
+                         smallest_heap("%s idle %s" % (kind, link), probes.idle, *(bounds or (8, 256)))))
+    if "update" in only:
+        for link in links:
+            probes = BareProbes(work / ("update-" + link), brokers[link], signer, opts.limit, romfs)
+            rows.append(("full 1.5 MiB update (%s)" % link, kind, sim,
+                         smallest_heap("%s update %s" % (kind, link), probes.update, *(bounds or (16, 512)))))
+    if "service" in only:
+        probe = ServiceProbe(work / "service", brokers["tls"], signer, opts.limit, romfs)
+        allowance = supervisor.SIM_HEAP_ALLOWANCE // 1024
+        started = supervised_share(work, brokers["tls"], signer, romfs)
+        rows.append(("service path, publish -> confirmed (tls)", kind, started,
+                     allowance + smallest_heap("%s service" % kind, probe, *(bounds or (16, 512)))))
+    return modules
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="idle,update,service", help="which measurements, comma-separated")
     ap.add_argument("--links", default="tls,plain", help="idle and full update over these links, comma-separated")
+    ap.add_argument("--deploy", default="romfs,fs", help="where the package is: romfs (a ROMFS partition, run in "
+                                                         "place) and/or fs (lib/ on the filesystem), comma-separated")
     ap.add_argument("--bounds", help="LOW,HIGH KiB for every search instead of its default (LOW must fail, "
                                      "HIGH pass: both are run): quicker when the answer is roughly known")
     ap.add_argument("--limit", type=int, default=180, help="seconds one try may take before it counts as failed")
     opts = ap.parse_args()
-    only, links = set(opts.only.split(",")), opts.links.split(",")
-    bounds = tuple(int(k) for k in opts.bounds.split(",")) if opts.bounds else None
     signer = simboard.Signer()
-    rows = []
+    rows, modules = [], {}
     with tempfile.TemporaryDirectory(prefix="mpota-bench-memory-") as work:
         brokers = {link: simboard.start_broker(Path(work) / ("broker-" + link), tls=link == "tls")
                    for link in ("plain", "tls")}
         try:
-            say("measuring the simulator's own modules, each module of the package, one TLS connection")
-            sim = sim_share(work, brokers["tls"], signer)
-            modules = measure(work, "modules", brokers["tls"], signer, MODULES_SCRIPT % {"modules": MODULES})
+            say("measuring what one TLS connection holds")
             tls = int(measure(work, "tls", brokers["tls"], signer, TLS_SCRIPT)[0])
-            if "idle" in only:
-                for link in links:
-                    probes = BareProbes(Path(work) / ("idle-" + link), brokers[link], signer, opts.limit)
-                    rows.append(("idle, connected (%s)" % link, sim,
-                                 smallest_heap("idle " + link, probes.idle, *(bounds or (8, 256)))))
-            if "update" in only or "service" in only:
-                say("publishing a 1.5 MiB release (4 KiB chunks) to both brokers")
-                for broker in brokers.values():
-                    publish(broker, signer)
-            if "update" in only:
-                for link in links:
-                    probes = BareProbes(Path(work) / ("update-" + link), brokers[link], signer, opts.limit)
-                    rows.append(("full 1.5 MiB update (%s)" % link, sim,
-                                 smallest_heap("update " + link, probes.update, *(bounds or (16, 512)))))
-            if "service" in only:
-                probe = ServiceProbe(Path(work) / "service", brokers["tls"], signer, opts.limit)
-                rows.append(("service path, publish -> confirmed (tls)", sim,
-                             smallest_heap("service", probe, *(bounds or (32, 512)))))
+            only = set(opts.only.split(","))
+            for cases in ({"idle"} & only, {"update", "service"} & only):  # idle before any release is out
+                if cases and "idle" not in cases:
+                    say("publishing a 1.5 MiB release (4 KiB chunks) to both brokers")
+                    for broker in brokers.values():
+                        publish(broker, signer)
+                for kind in opts.deploy.split(",") if cases else ():
+                    modules[kind] = measure_deployment(work, brokers, signer, opts, kind == "romfs", cases, rows)
         finally:
             for broker in brokers.values():
                 broker.stop()
-    print("Smallest -X heapsize (1 KiB steps, bound and bound - 1 KiB each run again) on the 64-bit unix port;")
-    print("the ota package as .mpy. Of it the simulator's modules hold %.1f KiB (esp32, machine, flash model," % (sim / 1024))
-    print("the image check set_boot runs, socket wrapper); on a board they are firmware and hold none, so the")
-    print("application's share is the difference.")
+    print("Smallest -X heapsize (1 KiB steps, bound and bound - 1 KiB each run again) on the 64-bit unix port")
+    print("(the service path: the supervised VM's whole heap, --heapsize + %d KiB allowance);" % (supervisor.SIM_HEAP_ALLOWANCE // 1024))
+    print("the ota package as .mpy, either in a ROMFS partition (romfs: bytecode runs in place from flash) or")
+    print("in lib/ on the filesystem (fs: each module's bytecode is copied into the heap). The simulator's")
+    print("modules (esp32, machine, flash model, the image check set_boot runs, socket wrapper, the ROMFS")
+    print("mount) are firmware on a board and hold no heap there, so the application's share is the difference.")
     print()
-    print("%-44s %12s %12s %14s" % ("what", "smallest", "simulator", "application"))
-    for what, sim_bytes, kib in rows:
-        print("%-44s %9d KiB %8.1f KiB %10.1f KiB" % (what, kib, sim_bytes / 1024, kib - sim_bytes / 1024))
+    print("%-44s %6s %12s %12s %14s" % ("what", "where", "smallest", "simulator", "application"))
+    for what, kind, sim_bytes, kib in rows:
+        print("%-44s %6s %9d KiB %8.1f KiB %10.1f KiB" % (what, kind, kib, sim_bytes / 1024, kib - sim_bytes / 1024))
     print()
     print("TLS: mbedtls's buffers are outside the MicroPython heap on this port (and on an ESP32); what one")
     print("TLS connection holds in the heap, opened by a bare client in this run: %.1f KiB (in every TLS row" % (tls / 1024))
     print("above). On a Pico W mbedtls allocates from the MicroPython heap: add its session buffers there.")
-    print()
-    print("Heap each module holds once imported (.mpy, in the service's loading order; its own imports count")
-    print("with it, and so does a qstr pool that grows on the way):")
-    for name, size in zip(modules[::2], modules[1::2]):
-        print("  %-16s %6.1f KiB" % (name, int(size) / 1024))
+    for kind, lines in modules.items():
+        print()
+        print("Heap each module holds once imported (%s; in the service's loading order; its own imports count" % kind)
+        print("with it, and so does a qstr pool that grows on the way):")
+        for name, size in zip(lines[::2], lines[1::2]):
+            print("  %-16s %6.1f KiB" % (name, int(size) / 1024))
     say("done")
 
 

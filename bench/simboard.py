@@ -16,7 +16,8 @@ for extra in (ROOT, ROOT / "boards" / "unix"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from simhost import PARTITIONS, supervisor  # noqa: E402
+from simhost import PARTITIONS, ROMFS_PARTITIONS, supervisor  # noqa: E402
+import sim_flash  # noqa: E402  (the simulator's flash model: simhost puts its folder on the path)
 from mpota import broker as host_broker  # noqa: E402
 from mpota import fwimage, provision, signing  # noqa: E402
 from mpota.localbroker import LocalBroker  # noqa: E402
@@ -32,7 +33,9 @@ SIM_MODULES = ROOT / "boards" / "unix" / "modules"
 # The simulator's modules, flash model and partition table, loaded before the package as a board
 # has its firmware from boot (a bare script's first lines).
 FIRMWARE_FIRST = """
-import esp32, machine, socket
+import esp32, machine, socket, sim_rom, sys
+if sim_rom.mount():
+    sys.path.extend(("/rom", "/rom/lib"))
 esp32.Partition(esp32.Partition.RUNNING).get_next_update()
 """
 
@@ -121,24 +124,31 @@ class SysCounter:
 
 
 class Board:
-    """One simulated ESP32 with firmware 1.0.0 in ota_0, provisioned for `broker`."""
+    """One simulated ESP32 with firmware 1.0.0 in ota_0, provisioned for `broker`; with
+    `romfs`, the package is in the romfs partition (`mpota provision --romfs`), not lib/."""
 
-    def __init__(self, folder, broker, signer, device_id="bench-dev", main=ROOT / "main.py", extra_config=None):
+    def __init__(self, folder, broker, signer, device_id="bench-dev", main=ROOT / "main.py", extra_config=None,
+                 romfs=False, boot=ROOT / "boot.py"):
         self.dir = Path(folder)
         self.fs = self.dir / "fs"
         self.flash = self.dir / "flash.bin"
+        self.table = ROMFS_PARTITIONS if romfs else PARTITIONS
+        rom = self.dir / "ota.romfs" if romfs else None
         config = provision.device_config(device_id, "%s:%d" % (broker.host, broker.port), board=BOARD, fleet=FLEET,
                                          server_hostname="localhost")
         config["broker"]["tls"] = broker.tls
         config.update(extra_config or {})
         credentials = provision.read_credentials(broker.pki.ca_file) if broker.tls else {}
-        provision.stage(self.fs, config=config, trust=signer.trust, credentials=credentials, arch="bytecode", main=main)
-        supervisor.new_device(self.flash, None, fwimage.build_image("1.0.0", {"fw": fwimage.FW_HEALTHY}))
+        provision.stage(self.fs, config=config, trust=signer.trust, credentials=credentials, arch="bytecode", main=main,
+                        boot=boot, romfs=rom)
+        supervisor.new_device(self.flash, None, fwimage.build_image("1.0.0", {"fw": fwimage.FW_HEALTHY}),
+                              table_path=self.table, romfs=rom.read_bytes() if rom else None)
 
     def env(self):
         path = [str(self.fs), str(self.fs / "lib"), str(compiled_sim_modules())]
-        return dict(os.environ, MICROPYPATH=os.pathsep.join(path) + os.pathsep,
-                    OTASIM_FLASH=str(self.flash), OTASIM_PARTITIONS=str(PARTITIONS), OTASIM_RUNNING="ota_0")
+        return supervisor.board_env(os.environ, sim_flash.load_table(str(self.table)),
+                                    MICROPYPATH=os.pathsep.join(path) + os.pathsep, OTASIM_FLASH=str(self.flash),
+                                    OTASIM_PARTITIONS=str(self.table), OTASIM_RUNNING="ota_0")
 
     def run_bare(self, script, heapsize, timeout=600):
         """Run device code `script` (text, compiled to `.mpy` first, as are the simulator's
@@ -156,6 +166,6 @@ class Board:
     def start_supervised(self, heapsize, console):
         """Power the board on under the simulator's supervisor (boot.py, main.py, resets)."""
         cmd = [sys.executable, "-m", "mpota", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
-               "--heapsize", heapsize]
+               "--heapsize", heapsize, "--table", str(self.table)]
         return subprocess.Popen(cmd, cwd=ROOT, stdout=open(console, "wb"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -74,14 +74,17 @@ def cmd_provision(args):
             commands += provision.flash_commands(port, Path(args.firmware).resolve(), chip=args.chip,
                                                  baud=args.baud, erase=args.erase)
         main = args.main or (cmd_bundle.LAUNCHER if args.bundle else provision.ROOT / "main.py")
+        romfs = out.with_name(out.name + ".romfs") if args.romfs else None
         staged = provision.stage(out, config=config, trust=trust, credentials=credentials, arch=args.arch,
-                                 main=main, firmware_version=args.firmware_version)
+                                 main=main, firmware_version=args.firmware_version, romfs=romfs)
         if args.bundle:  # a board with app bundles: its first bundle, installed and confirmed
             staged += cmd_bundle.stage_first(out, args.bundle, args.bundle_version)
-        commands += provision.deploy_commands(port, out, args.tool)
+        commands += provision.deploy_commands(port, out, args.tool, romfs=romfs)
     except provision.ProvisionError as exc:
         raise CliError(str(exc))
-    note("staged %d files for %s in %s (lib/ota as %s .mpy)" % (len(staged), args.device_id, out, args.arch))
+    where = "the ROMFS image %s" % romfs if romfs else "lib/ota"
+    note("staged %d files for %s in %s (the package as %s .mpy in %s)" % (len(staged), args.device_id, out,
+                                                                        args.arch, where))
     if provision.KEY_FILE in credentials:
         note("%s is the device's private key (mode 0600): delete the staging folder once deployed"
              % (out / provision.KEY_FILE))
@@ -136,6 +139,10 @@ def register(subparsers):
     p.add_argument("--arch", default="xtensawin", choices=sorted(mpy.ARCH_CODES),
                    help="mpy-cross architecture: xtensawin for ESP32 (default), armv6m for RP2040; "
                    "bytecode runs on any port, the unix port included")
+    p.add_argument("--romfs", action="store_true",
+                   help="put the package in a ROMFS image (OUT.romfs, deployed with `mpremote romfs deploy`) "
+                   "instead of lib/: its bytecode then runs from flash and takes no heap. Needs firmware with "
+                   "ROMFS support and a romfs partition (boards/esp32/partitions-4MiB-ota-romfs.csv)")
     p.add_argument("--main", help="the board's main.py (default: the project's; with --bundle, the bundle launcher)")
     p.add_argument("--bundle", metavar="FILE",
                    help="a first app bundle (`mpota bundle build`) to install in apps/a; main.py is then "

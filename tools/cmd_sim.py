@@ -12,6 +12,7 @@ from mpota import fwimage, rp2sim
 from mpota.cli import CliError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "boards" / "unix"))
+import simhost  # noqa: E402
 from simhost import supervisor, vboard  # noqa: E402
 
 
@@ -44,10 +45,12 @@ def cmd_image(args):
 def cmd_new(args):
     try:
         image = Path(args.firmware).read_bytes()
-        supervisor.new_device(args.flash, args.fs, image)
+        romfs = Path(args.romfs).read_bytes() if args.romfs else None
+        supervisor.new_device(args.flash, args.fs, image, table_path=args.table, romfs=romfs)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc))
-    print("%s: blank board with %s in ota_0; filesystem %s" % (args.flash, args.firmware, args.fs))
+    print("%s: blank board with %s in ota_0%s; filesystem %s" % (args.flash, args.firmware,
+                                                               ", %s in romfs" % args.romfs if args.romfs else "", args.fs))
     return 0
 
 
@@ -59,7 +62,7 @@ def cmd_run(args):
     uid = _uid(args)
     try:
         return supervisor.run(args.flash, args.fs, heapsize=args.heapsize, halt_on_idle=args.halt_on_idle,
-                              max_boots=args.max_boots, timeout=args.timeout, uid=uid)
+                              max_boots=args.max_boots, timeout=args.timeout, uid=uid, table=args.table)
     except FileNotFoundError as exc:
         raise CliError(str(exc))
 
@@ -70,6 +73,12 @@ def cmd_board(args):
         return vboard.run(args.flash, args.fs, heapsize=args.heapsize, uid=uid)
     except FileNotFoundError as exc:
         raise CliError(str(exc))
+
+
+def _table_option(p):
+    p.add_argument("--table", default=str(simhost.PARTITIONS),
+                   help="partition table CSV (default: the OTA table, boards/esp32/partitions-4MiB-ota.csv; "
+                   "partitions-4MiB-ota-romfs.csv adds a romfs partition)")
 
 
 def register(subparsers):
@@ -92,6 +101,9 @@ def register(subparsers):
     p.add_argument("--flash", required=True, help="flash file to create (4 MiB)")
     p.add_argument("--fs", required=True, help="the board's inbox folder: files put there (boot.py, main.py, lib/) are moved onto its LittleFS at the next boot")
     p.add_argument("--firmware", required=True, help="app image to put in ota_0, as esptool would")
+    p.add_argument("--romfs", help="ROMFS image (`mpota provision --romfs`) to put in the romfs partition, as "
+                   "`mpremote romfs deploy` would; needs --table with one")
+    _table_option(p)
     p.set_defaults(func=cmd_new)
 
     p = sub.add_parser("run", help="power the board on and run its boot loop")
@@ -103,6 +115,7 @@ def register(subparsers):
     p.add_argument("--max-boots", type=int, help="stop before boot N+1")
     p.add_argument("--timeout", type=float, help="stop after this many seconds (exit 1)")
     p.add_argument("--uid", help="machine.unique_id() as 12 hex digits (default: derived from --flash)")
+    _table_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("board", help="serve the board on a pseudo-terminal for mpremote (a virtual board)",

@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mpota import imagecheck, mpy, signing
+from mpota import romfs as romfs_image
 
 DER = serialization.Encoding.DER
 
@@ -199,11 +201,13 @@ def _write_secret(path, data):
 
 
 def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=ROOT / "main.py",
-          firmware_version=None):
+          firmware_version=None, romfs=None):
     """Build `out` as the board's filesystem will be; returns the list of staged paths.
 
     `out` is rebuilt from nothing, so files from an earlier board (another device's key) never
-    ride along; a folder that is not a staging folder is refused rather than emptied."""
+    ride along; a folder that is not a staging folder is refused rather than emptied. With
+    `romfs` (a file path), the package goes into that ROMFS image as /rom/lib/ota instead of
+    the filesystem: bytecode a board runs in place from flash (docs/PROVISIONING.md)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "ota_config.json").exists():
         raise ProvisionError("%s is not empty and not a staging folder: choose another --out" % out)
@@ -211,7 +215,12 @@ def stage(out, *, config, trust, credentials, arch, boot=ROOT / "boot.py", main=
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, mode=0o700)
     try:
-        mpy.build(arch, out / "lib" / "ota")
+        if romfs is None:
+            mpy.build(arch, out / "lib" / "ota")
+        else:
+            with tempfile.TemporaryDirectory() as tree:
+                mpy.build(arch, Path(tree) / "lib" / "ota")
+                Path(romfs).write_bytes(romfs_image.image(tree))
     except mpy.BuildError as exc:
         raise ProvisionError(str(exc))
     (out / ".ota").mkdir()
@@ -248,13 +257,17 @@ def flash_commands(port, firmware, *, chip="esp32", baud=460800, erase=False):
     return commands
 
 
-def deploy_commands(port, staging, tool="mpremote"):
-    """Command lines that copy the staging folder onto the board and reset it."""
+def deploy_commands(port, staging, tool="mpremote", romfs=None):
+    """Command lines that copy the staging folder (and the `romfs` image) onto the board and
+    reset it."""
     entries = [str(Path(staging) / name) for name in DEPLOY_ORDER if (Path(staging) / name).exists()]
     if tool == "mpremote":
         connect = ["mpremote", "connect", port]
-        return [connect + ["exec", CLEAN_OLD_PACKAGE], connect + ["fs", "cp", "-r"] + entries + [":"],
-                connect + ["reset"]]
+        rom = [connect + ["romfs", "deploy", str(romfs)]] if romfs is not None else []
+        return rom + [connect + ["exec", CLEAN_OLD_PACKAGE], connect + ["fs", "cp", "-r"] + entries + [":"],
+                      connect + ["reset"]]
+    if romfs is not None:
+        raise ProvisionError("a romfs image is deployed with mpremote (--tool mpremote)")
     if tool == "ampy":
         ampy = ["ampy", "--port", port]
         return ([ampy + ["rmdir", "--missing-okay", "lib/ota"]]

@@ -10,6 +10,7 @@ from mpunix import ROOT, install_mpy
 from pipeline_env import FW_HEALTHY
 from releases import Signer
 from mpota import broker as host_broker
+from mpota import romfs as romfs_image
 from mpota.cmd_publish import fleet_status
 from mpota.provision import INSTALLED_PATH, installed_record
 
@@ -31,12 +32,18 @@ class Fleet:
         self.boards = {}
 
     def board(self, device_id, *, group=None, firmware=FW_HEALTHY, heapsize=os.environ.get("OTA_E2E_HEAP", "240K"), extra=None, ca=None, cert=None,
-              app="main.py", port=None):
+              app="main.py", port=None, romfs=False):
         """A board with firmware 1.0.0; `app` is the project's main.py or a test app's file name;
-        `port`: connect there (a relay) instead of to the broker's own port."""
+        `port`: connect there (a relay) instead of to the broker's own port; `romfs`: the package
+        is in the board's ROMFS partition (as `mpota provision --romfs` deploys it), not in /lib."""
         old = self.signer.release("1.0.0", {"fw": firmware})[1]
-        device = self.sim_device(old, heapsize=heapsize)
-        install_mpy(device.fs / "lib")
+        if romfs:
+            tree = self.tmp / ("romfs-" + device_id)
+            install_mpy(tree / "lib")
+            device = self.sim_device(old, heapsize=heapsize, romfs=romfs_image.image(tree))
+        else:
+            device = self.sim_device(old, heapsize=heapsize)
+            install_mpy(device.fs / "lib")
         broker_cfg = {"host": self.broker.host, "port": port or self.broker.port, "tls": self.broker.tls,
                       "server_hostname": "localhost", "keepalive": 10}
         files = {"boot.py": (ROOT / "boot.py").read_text(), "main.py": (ROOT / APPS.get(app, "tests/host/apps/" + app)).read_text(),

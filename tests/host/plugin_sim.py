@@ -15,7 +15,7 @@ import mpunix
 from mpunix import LIB, ROOT, SIM_MODULES
 
 sys.path.insert(0, str(ROOT / "boards" / "unix"))
-from simhost import PARTITIONS, boardfs, supervisor  # noqa: E402
+from simhost import PARTITIONS, ROMFS_PARTITIONS, boardfs, supervisor  # noqa: E402
 import sim_flash  # noqa: E402  (on the path through simhost)
 import sim_otadata  # noqa: E402
 from mpota import fwimage  # noqa: E402
@@ -49,8 +49,9 @@ def decode_otadata(flash_bytes):
 class SimDevice:
     """One simulated board: a flash file and a filesystem folder, run by the supervisor."""
 
-    def __init__(self, root, image, files, heapsize):
+    def __init__(self, root, image, files, heapsize, romfs=None):
         self.root = Path(root)
+        self.table = ROMFS_PARTITIONS if romfs is not None else PARTITIONS
         self.flash = self.root / "flash.bin"
         self.fs = self.root / "fs"
         self.heapsize = heapsize
@@ -58,7 +59,7 @@ class SimDevice:
         self.proc = None
         self.returncode = None
         self._reader = None
-        supervisor.new_device(self.flash, self.fs, image)
+        supervisor.new_device(self.flash, self.fs, image, table_path=self.table, romfs=romfs)
         self.write_files(files or {})
 
     def write_files(self, files):
@@ -79,16 +80,16 @@ class SimDevice:
     def read_file(self, path):
         """A file from the board's own filesystem (LittleFS in its flash); the board must be off."""
         assert self.proc is None, "power the board off first"
-        return boardfs.read(self.flash, path)
+        return boardfs.read(self.flash, path, self.table)
 
     def listdir(self, path="/"):
         assert self.proc is None, "power the board off first"
-        return boardfs.listdir(self.flash, path)
+        return boardfs.listdir(self.flash, path, self.table)
 
     def remove_path(self, path):
         """Delete a file or folder from the board's filesystem; the board must be off."""
         assert self.proc is None, "power the board off first"
-        boardfs.remove(self.flash, path)
+        boardfs.remove(self.flash, path, self.table)
 
     def install_lib(self):
         """Copy the project's device package (lib/) into the board's /lib, as a maker would."""
@@ -96,7 +97,7 @@ class SimDevice:
 
     def _command(self, halt_on_idle, max_boots, timeout):
         cmd = [sys.executable, "-m", "mpota", "sim", "run", "--flash", str(self.flash), "--fs", str(self.fs),
-               "--heapsize", self.heapsize]
+               "--heapsize", self.heapsize, "--table", str(self.table)]
         if halt_on_idle:
             cmd.append("--halt-on-idle")
         if max_boots is not None:
@@ -184,12 +185,13 @@ class SimDevice:
 
 @pytest.fixture
 def sim_device(tmp_path):
-    """Factory: `sim_device(image, files=None, heapsize="100K") -> SimDevice`. Boards still
+    """Factory: `sim_device(image, files=None, heapsize="100K", romfs=None) -> SimDevice`; with
+    `romfs` (an image, b"" for none) the board has the romfs partition table. Boards still
     running at the end of the test are powered off."""
     made = []
 
-    def make(image, files=None, heapsize="100K"):
-        device = SimDevice(tmp_path / ("dev%d" % len(made)), image, files, heapsize)
+    def make(image, files=None, heapsize="100K", romfs=None):
+        device = SimDevice(tmp_path / ("dev%d" % len(made)), image, files, heapsize, romfs)
         made.append(device)
         return device
 

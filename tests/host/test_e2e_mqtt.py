@@ -51,6 +51,19 @@ def test_full_slot_image_installs_reboots_reconnects_confirms(fleet):
     assert not fleet.broker.dropped_lines()
 
 
+def test_a_board_with_the_package_in_romfs_updates_and_confirms(fleet):
+    """The package deployed in a ROMFS partition (bytecode run in place from flash) takes the
+    same path: the service imports it from /rom/lib and installs, boots and confirms."""
+    board = fleet.board("rom-1", romfs=True)
+    board.start()
+    blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=128 * 1024)
+    assert fleet.publish(blob, image).returncode == 0
+    fleet.wait_state(confirmed("rom-1", "2.0.0"))
+    assert board.read_partition("ota_1")[:len(image)] == image
+    board.power_cut()
+    assert "lib" not in board.listdir("/")  # nothing of the package on the filesystem: it ran from /rom
+
+
 def test_device_that_joins_after_the_publisher_exited_still_updates(fleet):
     blob, image = fleet.signer.release("2.0.0", {"fw": FW_HEALTHY}, counter=2, size=64 * 1024)
     assert fleet.publish(blob, image).returncode == 0  # the publisher is gone when the board boots

@@ -3,7 +3,8 @@ unix port: the host's files go out of reach; the simulator's folder for this boa
 at /.sim (`hw`: the simulated hardware modules, `fw`: the firmware's frozen modules, `inbox`,
 `share`, `host`: the flash file's folder) and OTASIM_FLASH names the flash file through it, so
 hardware modules still find files the test side keeps beside it (OTASIM_FLASH + ".xyz");
-frozen `_boot` mounts the board's LittleFS filesystem at "/".
+a ROMFS partition is mounted at /rom (sim_rom); frozen `_boot` mounts the board's LittleFS
+filesystem at "/".
 
 Then files a test put in the board's inbox (host side) are moved onto that filesystem, as
 `mpremote cp` would, before boot.py runs. `share` holds files a test offers the board from
@@ -14,6 +15,7 @@ import sys
 import vfs
 
 import esp32
+import sim_rom
 
 SIM = "/.sim"
 
@@ -21,13 +23,14 @@ SIM = "/.sim"
 def start(namespace):
     """Make the VM a board: from here on "/" is the board's own filesystem."""
     esp32.Partition.find()  # opens the flash file while host paths still resolve
+    rom = ["/rom", "/rom/lib"] if sim_rom.mount() else []  # as mp_init; main.c adds "/lib" after
     board = os.getenv("OTASIM_BOARD")
     flash = os.getenv("OTASIM_FLASH")
     vfs.umount("/")
     vfs.mount(vfs.VfsPosix(board), SIM)
     os.putenv("OTASIM_FLASH", SIM + "/host/" + flash[flash.rfind("/") + 1:])
     os.chdir("/")
-    sys.path[:] = [SIM + "/hw", "", SIM + "/fw", ".frozen", "/lib"]
+    sys.path[:] = [SIM + "/hw", "", SIM + "/fw", ".frozen"] + rom + ["/lib"]
     import sim_sys
 
     sys.modules["sys"] = sim_sys  # `import sys` from here on: the board's, platform "esp32"

@@ -12,6 +12,7 @@ BOARD_FROZEN = UNIX / "frozen"  # the board glue every ESP32_GENERIC image freez
 PORT_MAIN = UNIX / "port_main.py"
 ROOT = UNIX.parents[1]
 PARTITIONS = ROOT / "boards" / "esp32" / "partitions-4MiB-ota.csv"
+ROMFS_PARTITIONS = ROOT / "boards" / "esp32" / "partitions-4MiB-ota-romfs.csv"  # the same with a romfs partition
 BUILD_FROZEN = ROOT / "build" / "frozen"  # micropython-lib packages the real build freezes (make setup)
 
 if str(MODULES) not in sys.path:

@@ -36,9 +36,9 @@ except OSError as e:
 """
 
 
-def _run(flash, op, path):
+def _run(flash, op, path, table):
     env = dict(os.environ, MICROPYPATH=str(simhost.MODULES), OTASIM_FLASH=str(flash),
-               OTASIM_PARTITIONS=str(simhost.PARTITIONS), BOARDFS_OP=op, BOARDFS_PATH=path)
+               OTASIM_PARTITIONS=str(table), BOARDFS_OP=op, BOARDFS_PATH=path)
     env.pop("OTASIM_CTL_FD", None)
     proc = subprocess.run([supervisor.micropython_binary(), "-c", _SCRIPT], env=env, capture_output=True,
                           text=True, timeout=60)
@@ -50,15 +50,16 @@ def _run(flash, op, path):
     return out
 
 
-def read(flash, path):
-    """The bytes of the board's file `path`; OSError(ENOENT) when it is missing."""
-    return bytes.fromhex(_run(flash, "read", path))
+def read(flash, path, table=simhost.PARTITIONS):
+    """The bytes of the board's file `path`; OSError(ENOENT) when it is missing. `table`: the
+    board's partition table, which places its filesystem."""
+    return bytes.fromhex(_run(flash, "read", path, table))
 
 
-def listdir(flash, path="/"):
-    return json.loads(_run(flash, "list", path))
+def listdir(flash, path="/", table=simhost.PARTITIONS):
+    return json.loads(_run(flash, "list", path, table))
 
 
-def remove(flash, path):
+def remove(flash, path, table=simhost.PARTITIONS):
     """Delete a file or a whole folder from the board."""
-    _run(flash, "remove", path)
+    _run(flash, "remove", path, table)

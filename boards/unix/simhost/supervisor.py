@@ -37,6 +37,7 @@ ESPRESSIF_OUI = bytes.fromhex("240ac4")
 # board keeps them in ROM: measured 25 KB, so this allowance leaves the device code no more
 # than --heapsize (the LittleFS mount, about 0.8 KB, is the board's and is not covered).
 SIM_HEAP_ALLOWANCE = 24 * 1024
+ROM_PIECE = 65536  # one placeholder string of the romfs reservation (Linux allows 128 KiB each)
 
 
 def vm_heap(heapsize):
@@ -72,18 +73,41 @@ def save_flash(path, data):
             f.write(data[at:at + sim_flash.SECTOR])
 
 
-def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS):
+def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS, romfs=None):
     """A factory-fresh board: erased flash with `image` in ota_0 (as `esptool write-flash`
-    puts it), blank otadata, and an empty filesystem folder (none if fs_dir is None)."""
-    slots = sim_flash.ota_slots(sim_flash.load_table(str(table_path)))
+    puts it), blank otadata, and an empty filesystem folder (none if fs_dir is None). `romfs`,
+    a ROMFS image, goes into the table's "romfs" partition (as `mpremote romfs deploy` puts it)."""
+    table = sim_flash.load_table(str(table_path))
+    slots = sim_flash.ota_slots(table)
     if len(image) > slots[0][4]:
         raise ValueError("image of %d bytes does not fit %s (%d bytes)" % (len(image), slots[0][0], slots[0][4]))
     flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
     flash[slots[0][3]:slots[0][3] + len(image)] = image
+    if romfs is not None:
+        rows = sim_flash.find(table, sim_flash.TYPE_DATA, label="romfs")
+        if not rows:
+            raise ValueError("%s has no romfs partition" % Path(table_path).name)
+        if len(romfs) > rows[0][4]:
+            raise ValueError("romfs image of %d bytes does not fit its partition (%d bytes)" % (len(romfs), rows[0][4]))
+        flash[rows[0][3]:rows[0][3] + len(romfs)] = romfs
     Path(flash_path).parent.mkdir(parents=True, exist_ok=True)
     save_flash(flash_path, flash)
     if fs_dir is not None:
         Path(fs_dir).mkdir(parents=True, exist_ok=True)
+
+
+def board_env(base, table, **wiring):
+    """The environment of a board's VM: `base` with the board's `wiring` (OTASIM_* and
+    MICROPYPATH), led by the memory a romfs partition in `table` is mapped into
+    (modules/sim_rom.py): placeholder strings that must come first in the environment block."""
+    env = {}
+    rows = sim_flash.find(table, sim_flash.TYPE_DATA, label="romfs")
+    if rows:
+        for i in range(-(-rows[0][4] // ROM_PIECE)):
+            env["OTASIM_ROM%d" % i] = "R" * ROM_PIECE
+    env.update((k, v) for k, v in base.items() if not k.startswith("OTASIM_ROM"))
+    env.update(wiring)
+    return env
 
 
 def _die_with_parent():
@@ -273,8 +297,7 @@ class Supervisor:
         """Start the MicroPython VM in the filesystem folder with the board's wiring (the
         OTASIM_* variables); returns the process and the read end of its control pipe."""
         r, w = os.pipe()
-        env = dict(os.environ)
-        env.update({
+        env = board_env(os.environ, self.table, **{
             "MICROPYPATH": str(simhost.MODULES),
             "OTASIM_MODULES": str(simhost.MODULES),
             "OTASIM_BOARD": str(self.wiring),
