@@ -153,7 +153,7 @@ class Flash:
         else:
             self._f = open(path, "r+b", buffering=0)
         self._page = bytearray(PAGE)  # a page: a board's flash driver takes no MicroPython heap
-        self._erased = b"\xff" * PAGE
+        self._erased = b"\xff" * SECTOR  # an erase reaches the host file in one write
         # [_blank_start, _blank_end): sectors this object erased and has not written into since
         self._blank_start = self._blank_end = 0
         self.tear = tear
@@ -177,16 +177,18 @@ class Flash:
                 raise OSError(5, "flash file too short")
             got += n
 
-    def _op(self, kind, addr):
-        """Count one operation; True when the planned cut falls inside it."""
-        self.ops += 1
+    def _op(self, kind, addr, pages=1):
+        """Count one operation, or `pages` page programs from addr on; True when the planned cut
+        falls inside it (a caller counting several pages has made sure it falls after them)."""
+        self.ops += pages
         if self.trace is not None:
-            self.trace(kind, addr)
+            for page in range(addr - addr % PAGE, addr + pages * PAGE - addr % PAGE, PAGE):
+                self.trace(kind, max(page, addr))
         tear = self.tear
         if tear is None:
             return False
-        if tear.left:
-            tear.left -= 1
+        if tear.left >= pages:
+            tear.left -= pages
             return False
         return True
 
@@ -210,8 +212,7 @@ class Flash:
             # becomes its data, so the pages go to the host file in one write (the simulator's
             # cost, not the chip's). Only the blank part after the write stays known as blank.
             self._blank_start = end
-            for page in range(addr - addr % PAGE, end, PAGE):
-                self._op("p", max(page, addr))
+            self._op("p", addr, pages)
             self._f.seek(addr)
             self._f.write(data)
             return
@@ -242,8 +243,7 @@ class Flash:
             if self._op("e", sector):
                 self._tear_erase(sector)
             self._f.seek(sector)
-            for _ in range(SECTOR // PAGE):
-                self._f.write(self._erased)
+            self._f.write(self._erased)
             if self._blank_end != sector or self._blank_start >= self._blank_end:
                 self._blank_start = sector
             self._blank_end = sector + SECTOR
