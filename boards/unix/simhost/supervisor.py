@@ -33,9 +33,10 @@ PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 CAUSES = {PWRON_RESET: "PWRON_RESET", HARD_RESET: "HARD_RESET", WDT_RESET: "WDT_RESET",
           DEEPSLEEP_RESET: "DEEPSLEEP_RESET", SOFT_RESET: "SOFT_RESET"}
 ESPRESSIF_OUI = bytes.fromhex("240ac4")
-# What the simulator's own modules (esp32, machine, sim_*) take from the VM's heap, where a
-# board keeps them in ROM: measured 25 KB, so this allowance leaves the device code no more
-# than --heapsize (the LittleFS mount, about 0.8 KB, is the board's and is not covered).
+# Heap added to --heapsize for the simulator's own modules (esp32, machine, sim_*), which a board
+# keeps in ROM. They hold more than this (bench/bench_memory.py measures what a supervised board
+# holds when its main.py starts), so the device code gets less than --heapsize: harder, never
+# kinder (the LittleFS mount, about 0.8 KB, is the board's and is not covered).
 SIM_HEAP_ALLOWANCE = 24 * 1024
 ROM_PIECE = 65536  # one placeholder string of the romfs reservation (Linux allows 128 KiB each)
 
