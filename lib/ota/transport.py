@@ -95,6 +95,7 @@ class Transport:
         self.topics = self._levels(root + "/manifest/", fleet, group)
         self.note_topics = self._levels(root + "/rollout/", fleet, group)
         self.notes: list = [None, None, None]  # per level: (rollout id, release id) or None
+        self.named = None  # the last note that named a report's rollout: kept when notes are withdrawn
         self.last_kind = None  # the last event reported, for the retained state
         self.fw = (root + "/fw/").encode()
         self.status = root + "/status/" + device + "/"
@@ -163,14 +164,18 @@ class Transport:
 
     # --- status ---
     def rollout(self, release):
-        """The rollout id the winning level's note gives for `release` (any release when None)."""
+        """The rollout id the winning level's note gives for `release` (any release when None).
+        Once a rollout ends (halted or done, its note withdrawn), reports about the release it
+        delivered still name it: the note last used for that release is kept."""
         for level in (2, 1, 0):
             if self.blobs[level] is not None:
                 note = self.notes[level]
                 if note and (release is None or note[1] == release):
+                    self.named = note
                     return note[0]
-                return None
-        return None
+                break
+        named = self.named
+        return named[0] if named and release is not None and named[1] == release else None
 
     def last_will(self):
         """(topic, msg, retain, qos) for the client's last will: `online` goes to 0."""

@@ -4,6 +4,7 @@ release the note is about; plain blobs without a note still work."""
 import json
 import time
 
+import mpunix
 from plugin_broker import make_release
 from mpota.broker import Connection
 from mpota.signing import manifest_id
@@ -52,3 +53,20 @@ def test_events_and_state_name_the_rollout_of_the_release_they_are_about(mosquit
     assert state["dev-a"]["rollout"] == "r7" and state["dev-a"]["release"] == rid
     assert state["dev-a"]["event"] == "downloading"
     assert all(state[d]["rollout"] is None for d in ("dev-b", "dev-c", "dev-d"))
+
+
+def test_reports_keep_naming_the_rollout_after_its_note_is_withdrawn():
+    """A halted or finished rollout clears its note with its pin; the device's later reports
+    about the release it delivered (the rolled-back state after a failed trial, say) still name
+    it, and a report about another release does not borrow it."""
+    out = mpunix.run("""
+from ota.transport import Transport
+t = Transport(None, None, "dev-a", "plant")
+t.blobs[0], t.notes[0] = b"pin", ("r7", "rel1")
+print("pinned", t.rollout("rel1"), t.rollout("rel2"), t.rollout(None))
+t.blobs[0] = t.notes[0] = None
+print("withdrawn", t.rollout("rel1"), t.rollout("rel2"), t.rollout(None))
+t.blobs[0], t.notes[0] = b"pin", ("r8", "rel2")
+print("next", t.rollout("rel2"), t.rollout("rel1"))
+""").stdout.split("\n")
+    assert out[:3] == ["pinned r7 None r7", "withdrawn r7 None None", "next r8 None"]
