@@ -283,16 +283,12 @@ def publish(broker, signer):
         publish_release(conn, blob, image, ["ota/manifest/" + simboard.FLEET])
 
 
-def measure_deployment(work, brokers, signer, opts, romfs, only, rows):
-    """The cases in `only` for one deployment of the package (its simulator share and per-module
-    heap measured first); returns its per-module heap lines."""
+def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows):
+    """The cases in `only` for one deployment of the package, whose simulator share is `sim`."""
     links = opts.links.split(",")
     bounds = tuple(int(k) for k in opts.bounds.split(",")) if opts.bounds else None
     kind = deployment(romfs)
     work = Path(work) / kind / "-".join(sorted(only))
-    say("%s: measuring the simulator's own modules and each module of the package" % kind)
-    sim = sim_share(work, brokers["tls"], signer, romfs)
-    modules = measure(work, "modules", brokers["tls"], signer, MODULES_SCRIPT % {"modules": MODULES}, romfs)
     if "idle" in only:
         for link in links:
             probes = BareProbes(work / ("idle-" + link), brokers[link], signer, opts.limit, romfs)
@@ -309,7 +305,6 @@ def measure_deployment(work, brokers, signer, opts, romfs, only, rows):
         started = supervised_share(work, brokers["tls"], signer, romfs)
         rows.append(("service path, publish -> confirmed (tls)", kind, started,
                      allowance + smallest_heap("%s service" % kind, probe, *(bounds or (16, 512)))))
-    return modules
 
 
 def main():
@@ -330,14 +325,20 @@ def main():
         try:
             say("measuring what one TLS connection holds")
             tls = int(measure(work, "tls", brokers["tls"], signer, TLS_SCRIPT)[0])
+            deploys, sims = opts.deploy.split(","), {}
+            for kind in deploys:
+                say("%s: measuring the simulator's own modules and each module of the package" % kind)
+                sims[kind] = sim_share(work, brokers["tls"], signer, kind == "romfs")
+                modules[kind] = measure(work, "modules-" + kind, brokers["tls"], signer,
+                                        MODULES_SCRIPT % {"modules": MODULES}, kind == "romfs")
             only = set(opts.only.split(","))
             for cases in ({"idle"} & only, {"update", "service"} & only):  # idle before any release is out
                 if cases and "idle" not in cases:
                     say("publishing a 1.5 MiB release (4 KiB chunks) to both brokers")
                     for broker in brokers.values():
                         publish(broker, signer)
-                for kind in opts.deploy.split(",") if cases else ():
-                    modules[kind] = measure_deployment(work, brokers, signer, opts, kind == "romfs", cases, rows)
+                for kind in deploys if cases else ():
+                    measure_deployment(work, brokers, signer, opts, kind == "romfs", cases, sims[kind], rows)
         finally:
             for broker in brokers.values():
                 broker.stop()

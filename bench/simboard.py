@@ -35,7 +35,7 @@ SIM_MODULES = ROOT / "boards" / "unix" / "modules"
 FIRMWARE_FIRST = """
 import esp32, machine, socket, sim_rom, sys
 if sim_rom.mount():
-    sys.path.extend(("/rom", "/rom/lib"))
+    sys.path.extend(sim_rom.PATHS)
 esp32.Partition(esp32.Partition.RUNNING).get_next_update()
 """
 

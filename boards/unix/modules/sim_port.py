@@ -23,7 +23,7 @@ SIM = "/.sim"
 def start(namespace):
     """Make the VM a board: from here on "/" is the board's own filesystem."""
     esp32.Partition.find()  # opens the flash file while host paths still resolve
-    rom = ["/rom", "/rom/lib"] if sim_rom.mount() else []  # as mp_init; main.c adds "/lib" after
+    rom = list(sim_rom.PATHS) if sim_rom.mount() else []  # as mp_init; main.c adds "/lib" after
     board = os.getenv("OTASIM_BOARD")
     flash = os.getenv("OTASIM_FLASH")
     vfs.umount("/")

@@ -18,6 +18,7 @@ import vfs
 import esp32
 
 MARK = b"OTASIM_ROM0="  # the first placeholder; the supervisor puts it first in the environment
+PATHS = ("/rom", "/rom/lib")  # what mp_vfs_mount_romfs_protected adds to sys.path
 _PIECE = 4096
 
 

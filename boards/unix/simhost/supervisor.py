@@ -85,16 +85,22 @@ def new_device(flash_path, fs_dir, image, table_path=simhost.PARTITIONS, romfs=N
     flash = bytearray(b"\xff" * sim_flash.FLASH_SIZE)
     flash[slots[0][3]:slots[0][3] + len(image)] = image
     if romfs is not None:
-        rows = sim_flash.find(table, sim_flash.TYPE_DATA, label="romfs")
-        if not rows:
+        row = _romfs_row(table)
+        if row is None:
             raise ValueError("%s has no romfs partition" % Path(table_path).name)
-        if len(romfs) > rows[0][4]:
-            raise ValueError("romfs image of %d bytes does not fit its partition (%d bytes)" % (len(romfs), rows[0][4]))
-        flash[rows[0][3]:rows[0][3] + len(romfs)] = romfs
+        if len(romfs) > row[4]:
+            raise ValueError("romfs image of %d bytes does not fit its partition (%d bytes)" % (len(romfs), row[4]))
+        flash[row[3]:row[3] + len(romfs)] = romfs
     Path(flash_path).parent.mkdir(parents=True, exist_ok=True)
     save_flash(flash_path, flash)
     if fs_dir is not None:
         Path(fs_dir).mkdir(parents=True, exist_ok=True)
+
+
+def _romfs_row(table):
+    """The table's "romfs" partition (as the firmware finds it: data, any subtype), or None."""
+    rows = sim_flash.find(table, sim_flash.TYPE_DATA, label="romfs")
+    return rows[0] if rows else None
 
 
 def board_env(base, table, **wiring):
@@ -102,9 +108,9 @@ def board_env(base, table, **wiring):
     MICROPYPATH), led by the memory a romfs partition in `table` is mapped into
     (modules/sim_rom.py): placeholder strings that must come first in the environment block."""
     env = {}
-    rows = sim_flash.find(table, sim_flash.TYPE_DATA, label="romfs")
-    if rows:
-        for i in range(-(-rows[0][4] // ROM_PIECE)):
+    row = _romfs_row(table)
+    if row is not None:
+        for i in range(-(-row[4] // ROM_PIECE)):
             env["OTASIM_ROM%d" % i] = "R" * ROM_PIECE
     env.update((k, v) for k, v in base.items() if not k.startswith("OTASIM_ROM"))
     env.update(wiring)
