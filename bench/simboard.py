@@ -37,6 +37,8 @@ import esp32, machine, socket, sim_rom, sys
 if sim_rom.mount():
     sys.path.extend(sim_rom.PATHS)
 esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+import gc
+gc.collect()  # as the esp32 port's _boot.py ends, before boot.py runs
 """
 
 # Device code for bare runs: `ota.service` with its own client updates from what the broker
