@@ -90,13 +90,19 @@ def from_args(args):
 
 # --- the connection ---------------------------------------------------------------------------
 
+NO_WILDCARDS = ("this broker sends no retained message to a wildcard subscription (RabbitMQ's MQTT plugin does "
+                "not), so %s cannot be listed here: pass the fleet folder (--fleet-dir, or $MPOTA_FLEET) to read "
+                "its topics one by one")
+
+
 class Connection:
     """A paho client run on its own thread; use as a context manager."""
 
     def __init__(self, host, port, *, cafile=None, certfile=None, keyfile=None, username=None, password=None,
                  client_id=None, timeout=10.0):
         self.host, self.port, self.timeout = host, port, timeout
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "mpota-" + uuid.uuid4().hex[:12],
+        self.client_id = client_id or "mpota-" + uuid.uuid4().hex[:12]
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv311, clean_session=True, reconnect_on_failure=False)
         if cafile:
             try:
@@ -108,6 +114,7 @@ class Connection:
         if username is not None:
             self.client.username_pw_set(username, password)
         self.messages = queue.Queue()
+        self._wildcards = None  # does the broker send retained messages to wildcard subscriptions?
         self._connected = threading.Event()
         self._suback = threading.Event()
         self._rc = None
@@ -181,3 +188,26 @@ class Connection:
                 found[msg.topic] = msg.payload
         self.client.unsubscribe(list(filters))
         return {t: p for t, p in found.items() if p}
+
+    def wildcard_retained(self, root):
+        """True when the broker sends retained messages to wildcard subscriptions (mosquitto does;
+        RabbitMQ's MQTT plugin does not). Asked once per connection: a retained probe message under
+        `<root>/probe/`, read through a wildcard, then cleared."""
+        if self._wildcards is None:
+            topic = "%s/probe/%s" % (root, self.client_id)
+            self.wait([self.publish(topic, b"1")])
+            try:
+                self._wildcards = topic in self.retained(["%s/probe/+" % root], want=[topic])
+            finally:
+                self.wait([self.publish(topic, b"")])
+        return self._wildcards
+
+    def retained_under(self, root, filters, exact, what, settle=0.5):
+        """{topic: payload} of the retained messages under the wildcard `filters`. On a broker that
+        sends none to wildcard subscriptions: of the `exact` topics instead (a fleet folder's list),
+        or, with no list, a CliError saying that `what` cannot be read there."""
+        if self.wildcard_retained(root):
+            return self.retained(filters, settle=settle)
+        if exact is None:
+            raise CliError(NO_WILDCARDS % what)
+        return self.retained(exact, settle=settle, want=exact) if exact else {}

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from mpota import broker, signing, timestamp
+from mpota import broker, fleet, signing, timestamp
 from mpota.audit import AuditLog
 from mpota.livetable import LiveTable
 from mpota.fleet import OPERATOR
@@ -125,10 +125,14 @@ class StillTargeted(Exception):
         self.topics = topics
 
 
-def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False):
+def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False, manifest_topics=None):
     """Delete a release's retained messages. Refuses (StillTargeted) while a manifest topic
-    names it, unless `untarget`, which clears those topics first. Returns the topics cleared."""
-    targets = conn.retained(["%s/manifest/#" % root])
+    names it, unless `untarget`, which clears those topics first. Returns the topics cleared.
+    `manifest_topics`: a fleet's own (`Fleet.manifest_topics`), read one by one on a broker that
+    sends no retained message to wildcard subscriptions; without them such a broker is refused
+    (CliError) before anything is cleared."""
+    targets = conn.retained_under(root, ["%s/manifest/#" % root], manifest_topics,
+                                  "the manifest topics that may still offer release %s" % release)
     pointing = sorted(t for t, message in targets.items() if message and release in signing.message_ids(message))
     if pointing and not untarget:
         raise StillTargeted(pointing)
@@ -138,10 +142,26 @@ def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False):
         count = signing.message_count(signing.parse_blob(blob)[2])
         chunks = [broker.chunk_topic(root, release, i) for i in range(count)]
     else:  # no manifest left: find the chunks themselves
-        chunks = sorted(conn.retained(["%s/fw/%s/+" % (root, release)]))
+        chunks = _orphan_chunks(conn, root, release)
     cleared = pointing + chunks + ([mtopic] if blob else [])
     conn.wait([conn.publish(t, b"") for t in cleared])
     return cleared
+
+
+def _orphan_chunks(conn, root, release, batch=256):
+    """The chunk topics of a release whose manifest is gone. Through a wildcard where the broker
+    sends retained messages that way; else by number, a batch at a time, up to the first batch
+    with none left."""
+    if conn.wildcard_retained(root):
+        return sorted(conn.retained(["%s/fw/%s/+" % (root, release)]))
+    found, start = [], 0
+    while True:
+        topics = [broker.chunk_topic(root, release, i) for i in range(start, start + batch)]
+        held = conn.retained(topics, want=topics)
+        if not held:
+            return found
+        found += [t for t in topics if t in held]
+        start += batch
 
 
 def cmd_prune(args):
@@ -153,9 +173,10 @@ def cmd_prune(args):
             conn.wait([conn.publish(topic, b"")])
             print("cleared %s" % topic)
             _audit(args, "untarget", outcome=topic)
+        manifest_topics = fleet.topics_from_args(args, fleet.Fleet.manifest_topics)
         for release in args.release:
             try:
-                cleared = prune_release(conn, release, args.root, args.untarget)
+                cleared = prune_release(conn, release, args.root, args.untarget, manifest_topics)
             except StillTargeted as exc:
                 print("release %s is still offered on %s: clear those first or add --untarget" % (release, exc),
                       file=sys.stderr)
@@ -240,8 +261,10 @@ def format_summary(release, s):
 
 def cmd_status(args):
     filters = ["%s/status/+/state" % args.root, "%s/status/+/online" % args.root]
+    exact = fleet.topics_from_args(args, fleet.Fleet.status_topics)
     with broker.from_args(args) as conn:
-        devices = fleet_status(conn.retained(filters, settle=args.wait).items(), args.root)
+        held = conn.retained_under(args.root, filters, exact, "the devices' states", settle=args.wait)
+        devices = fleet_status(held.items(), args.root)
         if args.release:
             summary = release_summary(devices, args.release)
             print(json.dumps(summary, indent=1, sort_keys=True) if args.json else format_summary(args.release, summary))
@@ -302,6 +325,7 @@ def register(subparsers):
     p.add_argument("release", nargs="*", help="release id (16 hex characters)")
     p.add_argument("--untarget", action="store_true", help="also clear manifest topics that offer the release")
     _add_target(p, "clear this fleet's manifest topic (with --group/--device: that one)")
+    fleet.add_topics_argument(p)
     _add_audit(p)
     broker.add_arguments(p)
     p.set_defaults(func=cmd_prune)
@@ -314,5 +338,6 @@ def register(subparsers):
     p.add_argument("--json", action="store_true", help="print JSON once and exit")
     p.add_argument("--wait", type=float, default=1.0, help="seconds of quiet that end the first read (default 1)")
     p.add_argument("--release", help="summarise this release's progress across the fleet (id or prefix) and exit")
+    fleet.add_topics_argument(p)
     broker.add_arguments(p)
     p.set_defaults(func=cmd_status)

@@ -100,6 +100,20 @@ class Fleet:
                 out.setdefault(info["group"], []).append(device)
         return out
 
+    def manifest_topics(self):
+        """The manifest topics this fleet's targets use: the fleet's, each group's and each
+        device's (revoked devices too: a pin may outlive its device)."""
+        devices = self.data["devices"]
+        groups = sorted({v["group"] for v in devices.values() if v["group"]})
+        return ([broker.target_topic(self.root, self.name)]
+                + [broker.target_topic(self.root, self.name, group=g) for g in groups]
+                + [broker.target_topic(self.root, self.name, device=d) for d in sorted(devices)])
+
+    def status_topics(self, devices=None):
+        """The retained status topics (state, online) of `devices` (default: every device)."""
+        return [broker.status_topic(self.root, d, leaf) for d in sorted(devices or self.data["devices"])
+                for leaf in ("state", "online")]
+
     def revoked_serials(self):
         return [v["serial"] for v in self.data["devices"].values() if v["revoked"]] + self.data.get("old_serials", [])
 
@@ -178,3 +192,20 @@ def add_argument(parser):
 
 def from_args(args):
     return Fleet(args.fleet_dir)
+
+
+def add_topics_argument(parser):
+    parser.add_argument("--fleet-dir", default=os.environ.get("MPOTA_FLEET"), metavar="FLEET_DIR",
+                        help="the fleet folder whose devices and targets to read topic by topic, on a broker that "
+                        "sends no retained message to wildcard subscriptions, such as RabbitMQ (default: $MPOTA_FLEET)")
+
+
+def topics_from_args(args, topics):
+    """`topics(fleet)` for the fleet folder of --fleet-dir, or None without one. Its topic root
+    must be the command's (--root)."""
+    if not args.fleet_dir:
+        return None
+    f = Fleet(args.fleet_dir)
+    if f.root != args.root:
+        raise CliError("the fleet folder's topic root is %r, not --root %r" % (f.root, args.root))
+    return topics(f)

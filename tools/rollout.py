@@ -297,12 +297,16 @@ class Runner:
         self.root, self.fleet_name = plan["root"], plan["fleet"]
         self.pin = self.store.pin(rollout_id)
         self.release = plan["release"]
+        self.targets = plan["targets"]
 
     def listen(self):
         """Subscribe to the fleet's status: the retained states arrive first (what happened
-        while no runner was listening), then every event."""
+        while no runner was listening), then every event. A broker that sends no retained message
+        to wildcard subscriptions (RabbitMQ) is also asked for each target's state and presence by
+        name; a message matching both subscriptions may then come twice, which changes nothing."""
+        exact = [] if self.conn.wildcard_retained(self.root) else self.store.fleet.status_topics(self.targets)
         prefix = "%s/status/+/" % self.root
-        self.conn.client.subscribe([(prefix + leaf, 1) for leaf in ("state", "event", "online")])
+        self.conn.client.subscribe([(prefix + leaf, 1) for leaf in ("state", "event", "online")] + [(t, 1) for t in exact])
 
     def _drain(self, wait):
         end = time.monotonic() + wait

@@ -41,9 +41,12 @@ class Stamper:
                                        private_key=self.key)
 
 
-def refresh(conn, stamper):
-    """Give every retained manifest topic a new record; returns the topics refreshed."""
-    retained = conn.retained(["%s/manifest/#" % stamper.root])
+def refresh(conn, stamper, manifest_topics=None):
+    """Give every retained manifest topic a new record; returns the topics refreshed.
+    `manifest_topics`: a fleet's own, read one by one on a broker that sends no retained message
+    to wildcard subscriptions (without them such a broker is a CliError, never a silent no-op)."""
+    retained = conn.retained_under(stamper.root, ["%s/manifest/#" % stamper.root], manifest_topics,
+                                   "the manifest topics to refresh")
     messages = {}
     for topic, message in sorted(retained.items()):
         if message:
