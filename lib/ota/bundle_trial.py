@@ -85,9 +85,7 @@ def confirm(tick=None):
 
 
 def _forget_download(tick=None):
-    from ota.progress import Progress
-
-    Progress.clear()
+    store.remove(store.PROGRESS)
     store.remove(store.MANIFEST)
     remove_tree(store.path(STAGE), tick)
 

@@ -6,7 +6,6 @@ record names the otadata seq it was confirmed under: an image put in the slot so
 (a cable, a later install) has another seq, and then the device reports no release. The record
 `mpota provision --firmware-version` writes for the firmware it flashes has no seq (None)."""
 from ota import store
-from ota.slot import app_version
 
 _NAME = "installed"
 
@@ -24,6 +23,8 @@ def of(part, seq):
     entry = store.read_json(_NAME, {}).get(part.info()[4])
     if entry and entry[0] in (None, seq):
         return entry[1], entry[2]
+    from ota.slot import app_version  # only for an image without a record: slot stays unloaded
+
     return None, app_version(part) or None
 
 

@@ -7,7 +7,6 @@ import time
 import machine
 
 from ota import events, installed, otadata, store, trial
-from ota.progress import Progress
 
 try:
     import esp32
@@ -84,7 +83,7 @@ def _settle(pending):
             from ota import history  # only after an install: a plain boot does not load it
 
             history.failed(pending["release"])
-            Progress.clear()
+            store.remove(store.PROGRESS)
         events.emit("rolled_back", release=pending["release"], target=pending["version"], version=trial._running[1],
                     reason=reason)
     # else set_boot() never completed: the download is still whole, the updater finishes it again
@@ -158,7 +157,7 @@ def _confirmed(pending):
     seq = otadata.newest(otadata.slot_index(part))[0]
     installed.record(part.info()[4], seq, release, version)
     if pending:  # the download is installed; else (an old image back on trial) it may still be
-        Progress.clear()
+        store.remove(store.PROGRESS)
         store.remove(store.MANIFEST)
         store.remove(store.PENDING)
         store.remove(_UNREACHED)

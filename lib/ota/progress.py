@@ -8,7 +8,7 @@ import struct
 
 from ota import store
 
-_NAME = "progress"
+_NAME = store.PROGRESS
 _MAGIC = b"OTP1"
 _HEADER = "<4s8sIHH"  # magic, release id, security counter, chunk count, sector count
 _HEADER_SIZE = struct.calcsize(_HEADER)

@@ -14,6 +14,7 @@ from ota import events
 STATE_DIR = ".ota"  # not an identifier: it can never shadow the `ota` package on sys.path
 MANIFEST = "manifest"  # the signed manifest of the download in progress
 PENDING = "pending"  # the install in flight: written just before set_boot()
+PROGRESS = "progress"  # the download's progress record (ota.progress)
 BUNDLE = "bundle"  # the app-bundle record (ota.bundle_boot.RECORD): only on a board with bundles
 
 
