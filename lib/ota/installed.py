@@ -5,9 +5,13 @@ and release id a device reports come from the signed manifest of the release it 
 record names the otadata seq it was confirmed under: an image put in the slot some other way
 (a cable, a later install) has another seq, and then the device reports no release. The record
 `mpota provision --firmware-version` writes for the firmware it flashes has no seq (None)."""
+from micropython import const
+
 from ota import store
 
 _NAME = "installed"
+_APP_DESC_VERSION = const(48)  # image header 24 + segment header 8 + offset 16 in esp_app_desc_t
+_VERSION_LEN = const(32)
 
 
 def record(label, seq, release, version):
@@ -23,9 +27,18 @@ def of(part, seq):
     entry = store.read_json(_NAME, {}).get(part.info()[4])
     if entry and entry[0] in (None, seq):
         return entry[1], entry[2]
-    from ota.slot import app_version  # only for an image without a record: slot stays unloaded
-
     return None, app_version(part) or None
+
+
+def app_version(part):
+    """The version string in the app descriptor of the image in `part` (None if not an image)."""
+    buf = bytearray(_APP_DESC_VERSION + _VERSION_LEN)
+    part.readblocks(0, buf)
+    if buf[0] != 0xE9 or buf[32:36] != b"\x32\x54\xcd\xab":
+        return None
+    raw = bytes(buf[_APP_DESC_VERSION:])
+    end = raw.find(b"\x00")
+    return (raw if end < 0 else raw[:end]).decode()
 
 
 def moved(label, old_seq, new_seq):

@@ -10,8 +10,6 @@ from micropython import const
 from ota.progress import set_bit, test_bit
 
 SECTOR = const(4096)
-_APP_DESC_VERSION = const(48)  # image header 24 + segment header 8 + offset 16 in esp_app_desc_t
-_VERSION_LEN = const(32)
 
 
 class Slot:
@@ -42,14 +40,3 @@ class Slot:
             if tick:
                 tick()
         return h.digest()
-
-
-def app_version(part):
-    """The version string in the app descriptor of the image in `part` (None if not an image)."""
-    buf = bytearray(_APP_DESC_VERSION + _VERSION_LEN)
-    part.readblocks(0, buf)
-    if buf[0] != 0xE9 or buf[32:36] != b"\x32\x54\xcd\xab":
-        return None
-    raw = bytes(buf[_APP_DESC_VERSION:])
-    end = raw.find(b"\x00")
-    return (raw if end < 0 else raw[:end]).decode()
