@@ -19,7 +19,8 @@ it has not passed within the time limit (the service path: an error on the board
 MemoryError its service catches is retried, as on a board). Each smallest heap is found by bisection, and then confirmed by running the bound and the bound
 minus 1 KiB again (each bound tested, never inferred). Printed beside it: the heap the simulator's
 own modules hold (`esp32`, `machine`, the flash model, the image check `set_boot` runs, the
-`socket` wrapper, the ROMFS mount; on a board they are firmware and take no heap), and the
+`socket` wrapper, the ROMFS mount; on a board they are firmware and take no heap; a bare run loads
+them first and then collects the heap, as the esp32 port's `_boot.py` ends), and the
 application's share (the difference). The service path runs under the supervisor, whose VM gets
 `--heapsize` plus its allowance for the simulator (SIM_HEAP_ALLOWANCE): its row gives that whole
 VM heap, and subtracts what such a board holds when its main.py starts (the simulator, its port
