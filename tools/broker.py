@@ -204,10 +204,12 @@ class Connection:
 
     def retained_under(self, root, filters, exact, what, settle=0.5):
         """{topic: payload} of the retained messages under the wildcard `filters`. On a broker that
-        sends none to wildcard subscriptions: of the `exact` topics instead (a fleet folder's list),
-        or, with no list, a CliError saying that `what` cannot be read there."""
+        sends none to wildcard subscriptions: of the topics `exact()` lists instead (a fleet
+        folder's; asked only then), or, with no `exact`, a CliError saying that `what` cannot be
+        read there."""
         if self.wildcard_retained(root):
             return self.retained(filters, settle=settle)
         if exact is None:
             raise CliError(NO_WILDCARDS % what)
-        return self.retained(exact, settle=settle, want=exact) if exact else {}
+        topics = exact()
+        return self.retained(topics, settle=settle, want=topics) if topics else {}

@@ -128,9 +128,9 @@ class StillTargeted(Exception):
 def prune_release(conn, release, root=broker.DEFAULT_ROOT, untarget=False, manifest_topics=None):
     """Delete a release's retained messages. Refuses (StillTargeted) while a manifest topic
     names it, unless `untarget`, which clears those topics first. Returns the topics cleared.
-    `manifest_topics`: a fleet's own (`Fleet.manifest_topics`), read one by one on a broker that
-    sends no retained message to wildcard subscriptions; without them such a broker is refused
-    (CliError) before anything is cleared."""
+    `manifest_topics`: a function giving a fleet's own (`fleet.topics_from_args`), read one by one
+    on a broker that sends no retained message to wildcard subscriptions; without it such a broker
+    is refused (CliError) before anything is cleared."""
     targets = conn.retained_under(root, ["%s/manifest/#" % root], manifest_topics,
                                   "the manifest topics that may still offer release %s" % release)
     pointing = sorted(t for t, message in targets.items() if message and release in signing.message_ids(message))
@@ -167,13 +167,13 @@ def _orphan_chunks(conn, root, release, batch=256):
 def cmd_prune(args):
     if not args.release and not args.fleet:
         raise CliError("name releases to prune, or a target to clear with --fleet [--group|--device]")
+    manifest_topics = fleet.topics_from_args(args, fleet.Fleet.manifest_topics)
     with broker.from_args(args) as conn:
         if args.fleet:
             topic = broker.target_topic(args.root, args.fleet, args.group, args.device)
             conn.wait([conn.publish(topic, b"")])
             print("cleared %s" % topic)
             _audit(args, "untarget", outcome=topic)
-        manifest_topics = fleet.topics_from_args(args, fleet.Fleet.manifest_topics)
         for release in args.release:
             try:
                 cleared = prune_release(conn, release, args.root, args.untarget, manifest_topics)

@@ -201,11 +201,16 @@ def add_topics_argument(parser):
 
 
 def topics_from_args(args, topics):
-    """`topics(fleet)` for the fleet folder of --fleet-dir, or None without one. Its topic root
-    must be the command's (--root)."""
+    """A function giving `topics(fleet)` for the fleet folder of --fleet-dir (None without one),
+    for `broker.Connection.retained_under`: the folder is read only on a broker that needs its
+    list, and its topic root must then be the command's (--root)."""
     if not args.fleet_dir:
         return None
-    f = Fleet(args.fleet_dir)
-    if f.root != args.root:
-        raise CliError("the fleet folder's topic root is %r, not --root %r" % (f.root, args.root))
-    return topics(f)
+
+    def listed():
+        f = Fleet(args.fleet_dir)
+        if f.root != args.root:
+            raise CliError("the fleet folder's topic root is %r, not --root %r" % (f.root, args.root))
+        return topics(f)
+
+    return listed

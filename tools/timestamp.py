@@ -43,8 +43,9 @@ class Stamper:
 
 def refresh(conn, stamper, manifest_topics=None):
     """Give every retained manifest topic a new record; returns the topics refreshed.
-    `manifest_topics`: a fleet's own, read one by one on a broker that sends no retained message
-    to wildcard subscriptions (without them such a broker is a CliError, never a silent no-op)."""
+    `manifest_topics`: a function giving a fleet's own (`fleet.topics_from_args`), read one by one
+    on a broker that sends no retained message to wildcard subscriptions (without it such a broker
+    is a CliError, never a silent no-op)."""
     retained = conn.retained_under(stamper.root, ["%s/manifest/#" % stamper.root], manifest_topics,
                                    "the manifest topics to refresh")
     messages = {}
