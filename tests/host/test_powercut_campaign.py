@@ -3,9 +3,9 @@ verify, erase, write, progress save, final hash, set_boot, the reset, the trial,
 powers on and must boot a valid firmware and finish the update by resuming it. The instant is a
 random step the device has reported plus a random delay of up to 50 ms, so the cuts spread over
 the whole update whatever the machine's speed; one cut in twenty lands just after the trial boot
-begins.
+begins, and one in twenty after the confirmation.
 
-Normal runs: 160 cuts with a 160 KiB image in 1000-byte chunks (a chunk size that does not divide
+Normal runs: 120 cuts with a 160 KiB image in 1000-byte chunks (a chunk size that does not divide
 a sector). OTA_SOAK=1: 1000 cuts with a 1.5 MiB image in 4 KiB chunks. Both for a raw release and
 for a delta one (patching: every piece read from the running slot, decoded, written)."""
 import os
@@ -23,7 +23,7 @@ from plugin_sim import SimDevice
 from releases import SLOT_SIZE
 
 SOAK = os.environ.get("OTA_SOAK") == "1"
-RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 160))
+RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 120))
 IMAGE_SIZE = SLOT_SIZE if SOAK else 160 * 1024
 CHUNK = 4096 if SOAK else 1000
 # The same heap for raw and delta. The soak image's 385 chunks need more: the test app's shuffled
@@ -71,13 +71,17 @@ def test_power_cut_at_random_instants(tmp_path, capsys, encoding):
     full_run = time.monotonic() - start
     assert calibration.device.boot_log()[-1]["version"] == "2.0.0"
     assert [f["encoding"] for k, f in calibration.events() if k == "offered"] == [encoding]
-    steps = len(calibration.events())  # the cut waits for a random step, then a random delay
+    kinds = [kind for kind, _ in calibration.events()]
+    steps = len(kinds)  # the cut waits for a random step, then a random delay
+    confirmed = kinds.index("confirmed") + 1  # the step count once the trial is confirmed
 
     rng = random.Random(2026)
-    cuts = [(rng.randrange(steps), rng.uniform(0, 0.05)) for _ in range(RUNS - RUNS // 20)]
+    cuts = [(rng.randrange(steps), rng.uniform(0, 0.05)) for _ in range(RUNS - 2 * (RUNS // 20))]
     # One in twenty waits for the trial boot itself, which no event marks: a window too short for
-    # random steps to hit every time on a slow or busy machine.
+    # random steps to hit every time on a slow or busy machine. One in twenty waits for the
+    # confirmation, which random steps reach about once in thirty.
     cuts += [(TRIAL_BOOT, rng.uniform(0, 0.005)) for _ in range(RUNS // 20)]
+    cuts += [(confirmed, rng.uniform(0, 0.005)) for _ in range(RUNS // 20)]
 
     def one_cut(n):
         board = new_board(n + 1)
