@@ -111,8 +111,8 @@ class Fleet:
 
     def status_topics(self, devices=None):
         """The retained status topics (state, online) of `devices` (default: every device)."""
-        return [broker.status_topic(self.root, d, leaf) for d in sorted(devices or self.data["devices"])
-                for leaf in ("state", "online")]
+        devices = self.data["devices"] if devices is None else devices
+        return [broker.status_topic(self.root, d, leaf) for d in sorted(devices) for leaf in ("state", "online")]
 
     def revoked_serials(self):
         return [v["serial"] for v in self.data["devices"].values() if v["revoked"]] + self.data.get("old_serials", [])
