@@ -175,15 +175,17 @@ class Sink:
         view = memoryview(buf)
         src = _Staged(self.chunk_size)
         done = 0
-        while done < length:
-            n = src.readinto(view[:min(len(buf), length - done)])
-            if not n:
-                break
-            h.update(view[:n])
-            done += n
-            if tick:
-                tick()
-        src.close()
+        try:
+            while done < length:
+                n = src.readinto(view[:min(len(buf), length - done)])
+                if not n:
+                    break
+                h.update(view[:n])
+                done += n
+                if tick:
+                    tick()
+        finally:
+            src.close()  # a file left to the collector is closed by its finaliser: see docs/SIMULATOR.md
         return h.digest()
 
     def install(self, m, tick=None):

@@ -131,6 +131,8 @@ class SimDevice:
             raise AssertionError("the device did not halt within %ss:\n%s" % (timeout, self.console))
         self._reader.join(5)
         self.proc = None
+        # a segfault of the VM is a hang or a panic reboot on a board: never a pass
+        assert "] the VM crashed" not in self.console, self.console
         return self.console
 
     def wait_for(self, pattern, timeout=30):

@@ -86,7 +86,7 @@ class Board(supervisor.Supervisor):
                 if outcome[0] == "idle" and self.stop_at_idle:
                     return self._halt("idle")
                 if outcome[0] == "panic":
-                    self.say("the VM crashed (signal %d): the core hangs" % -self._proc.returncode)
+                    self.say("the VM crashed (signal %d): the core hangs" % -outcome[1])
                 if outcome[0] in ("idle", "panic"):  # a crashed VM hangs the core until the watchdog
                     outcome = self._idle()
                     if outcome[0] == "wdt":  # at the REPL, or hung after a crash: not while working

@@ -180,6 +180,8 @@ class Supervisor:
             while outcome[0] == "soft":
                 self.say("soft reset")
                 outcome = self._run_vm(loaded.label, SOFT_RESET)
+            if outcome[0] == "panic":
+                self.say("the VM crashed (signal %d): the panic handler reboots" % -outcome[1])
             if outcome[0] == "idle":
                 outcome = self._idle()
             wake = None
@@ -339,7 +341,8 @@ class Supervisor:
                 if select.select([r], [], [], wait)[0]:
                     data = os.read(r, 4096)
                     if not data:
-                        return ("panic",) if proc.wait() < 0 else ("idle",)
+                        code = proc.wait()
+                        return ("panic", code) if code < 0 else ("idle",)
                     pending += data
                     while b"\n" in pending:
                         line, pending = pending.split(b"\n", 1)

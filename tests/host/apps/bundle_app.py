@@ -13,7 +13,8 @@ from ota.updater import Updater
 from table_feed import feed_table
 
 events.listen(lambda kind, fields: print("EVENT", kind, json.dumps(fields)))
-cfg = json.load(open("app.json"))
+with open("app.json") as f:
+    cfg = json.load(f)
 
 import behaviour  # noqa: E402  (the bundle on trial decides what happens now)
 
@@ -26,7 +27,8 @@ while trial.in_trial() and not ota.confirm([behaviour.healthy]):
 def apply(folder):
     """Offer the release staged in `folder`; download, verify and install it if it is new."""
     try:
-        blob = open(folder + "/manifest.bin", "rb").read()
+        with open(folder + "/manifest.bin", "rb") as f:
+            blob = f.read()
     except OSError:
         return
     updater = Updater(trust.load(), load_config()["board"], tick=ota.feed)

@@ -7,7 +7,8 @@ from umqtt.simple import MQTTClient
 
 import fw
 
-cfg = json.load(open("ota_config.json"))
+with open("ota_config.json") as f:
+    cfg = json.load(f)
 broker = cfg["broker"]
 client = MQTTClient(cfg["device_id"], broker["host"], broker["port"], keepalive=broker["keepalive"])
 

@@ -13,7 +13,8 @@ from ota.updater import Updater
 from table_feed import feed_table
 
 events.listen(lambda kind, fields: print("EVENT", kind, json.dumps(fields)))
-cfg = json.load(open("app.json"))
+with open("app.json") as f:
+    cfg = json.load(f)
 
 import fw  # noqa: E402  (the running firmware decides what happens now)
 
@@ -35,7 +36,8 @@ def chunks_in_shuffled_order(count, seed, duplicates):
 
 
 try:
-    blob = open("/.sim/share/release/manifest.bin", "rb").read()
+    with open("/.sim/share/release/manifest.bin", "rb") as f:
+        blob = f.read()
 except OSError:
     blob = None
 if blob:
@@ -49,9 +51,10 @@ if blob:
     if m:
         feed_table(updater, m, "/.sim/share/release/%s.table" % m.id)
         buf = bytearray(m.chunk_size + 64)  # encoded chunks may be 64 bytes longer
-        ends = open("/.sim/share/release/%s.ends" % m.id, "rb")  # where each chunk starts and ends, 4 bytes each
         span = bytearray(8)
-        with open("/.sim/share/release/%s.chunks" % m.id, "rb") as image:
+        # .ends: where each chunk starts and ends, 4 bytes each
+        with open("/.sim/share/release/%s.ends" % m.id, "rb") as ends, \
+                open("/.sim/share/release/%s.chunks" % m.id, "rb") as image:
             for n, i in enumerate(chunks_in_shuffled_order(m.chunk_count, cfg.get("seed", 1), cfg.get("duplicates", 0))):
                 if updater.complete() or n == cfg.get("stop_after"):
                     break
