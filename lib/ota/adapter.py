@@ -137,7 +137,7 @@ class Lent:
     def connect(self):
         try:
             self.client.connect()
-        except OSError:
+        except (OSError, MemoryError):
             raise
         except Exception as exc:  # umqtt's MQTTException: the broker refused the CONNECT
             raise OTAError("refused", repr(exc))
@@ -163,7 +163,7 @@ class Lent:
     def subscribe(self, topic, qos=0):
         try:
             self.client.subscribe(topic, qos)
-        except OSError:
+        except (OSError, MemoryError):
             raise
         except Exception as exc:  # umqtt's MQTTException: SUBACK 0x80, refused by the ACL
             raise OTAError("sub_refused", repr(exc))

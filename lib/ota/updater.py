@@ -156,6 +156,8 @@ class Updater:
             raise StateError("unconfirmed", "the running image is on trial")
         try:
             m = self._check(blob)
+        except MemoryError:
+            raise  # not the release's fault: the service reports it (fault, no_memory) and tries again
         except Exception as exc:
             events.emit("rejected", reason=getattr(exc, "reason", "bad_format"))
             raise

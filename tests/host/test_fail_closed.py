@@ -1,7 +1,7 @@
 """Damaged state and settings fail closed, under the unix port with the simulated board: a torn or
 corrupted history never lowers the anti-downgrade floor; state files whose CRC is right but whose
 content is wrong give typed errors or a reported fresh start, never a wedged `offer()`; damaged
-`ota_config.json` files never stop the service; a MemoryError never ends it."""
+`ota_config.json` files never stop the service; a MemoryError never ends it, and is never blamed on a release or reported as a refusal."""
 import json
 import random
 
@@ -274,3 +274,50 @@ print(json.dumps([Link.calls, [s for s in seen if s[0] == "fault"]]))
     calls, faults = out
     assert calls >= 3  # polling went on after the MemoryErrors
     assert [f[1] for f in faults] == ["no_memory", "no_memory"]
+
+
+def test_running_out_of_memory_while_checking_a_manifest_is_not_blamed_on_the_release(run, tmp_path):
+    signer = new_signer(tmp_path / "keys")
+    blob, _ = signer.release("2.0.0", {"fw": "x = 1\n"}, counter=9, size=16 * 1024)
+    (tmp_path / ".ota").mkdir(exist_ok=True)
+    (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
+    (tmp_path / "m.bin").write_bytes(blob)
+    out = run("""
+from ota import manifest, trust
+from ota.updater import Updater
+blob = open("m.bin", "rb").read()
+check = manifest.check
+
+def hungry(*args):
+    return bytearray(1 << 30)  # a real allocation failure in the middle of the check
+
+manifest.check = hungry
+u = Updater(trust.load(), "esp32-generic")
+first = outcome(lambda: u.offer(blob))
+manifest.check = check
+second = outcome(lambda: u.offer(blob).counter)
+print(json.dumps([first[0], "MemoryError" in first[1], second, seen, history.load()["failed"]]))
+""")
+    kind, memory, second, seen, failed = out
+    assert (kind, memory) == ("untyped", True)  # the service catches it: fault no_memory, retried
+    assert not [s for s in seen if s[0] == "rejected"]  # no status blames the release
+    assert second == ["ok", 9] and failed == []  # the same manifest is taken once there is room
+
+
+def test_a_lent_client_running_out_of_memory_is_not_reported_as_a_refusal(run):
+    out = run("""
+from ota.adapter import Lent
+
+class Client:  # an umqtt.simple-style client whose calls run out of memory (a real allocation failure)
+    sock = None
+    def set_callback(self, fn):
+        pass
+    def connect(self):
+        return bytearray(1 << 30)
+    def subscribe(self, topic, qos=0):
+        return bytearray(1 << 30)
+
+lent = Lent(Client())
+print(json.dumps([outcome(lent.connect), outcome(lambda: lent.subscribe("t"))]))
+""")
+    assert [(kind, "MemoryError" in what) for kind, what in out] == [("untyped", True)] * 2
