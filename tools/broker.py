@@ -95,6 +95,17 @@ NO_WILDCARDS = ("this broker sends no retained message to a wildcard subscriptio
                 "its topics one by one")
 
 
+PROBE_STALE_S = 600  # a probe message older than this was left by a tool that died mid-probe
+
+
+def _recent(sent, now):
+    """True when a probe's payload (its send time) is under PROBE_STALE_S old."""
+    try:
+        return now - int(sent) < PROBE_STALE_S
+    except ValueError:
+        return False
+
+
 class Connection:
     """A paho client run on its own thread; use as a context manager."""
 
@@ -192,14 +203,20 @@ class Connection:
     def wildcard_retained(self, root):
         """True when the broker sends retained messages to wildcard subscriptions (mosquitto does;
         RabbitMQ's MQTT plugin does not). Asked once per connection: a retained probe message under
-        `<root>/probe/`, read through a wildcard, then cleared."""
+        `<root>/probe/` (its payload: when it was sent), read through a wildcard, then cleared. The
+        probes seen there that a tool which died mid-probe left behind (sent over PROBE_STALE_S
+        ago) are cleared too."""
         if self._wildcards is None:
             topic = "%s/probe/%s" % (root, self.client_id)
-            self.wait([self.publish(topic, b"1")])
+            now = int(time.time())
+            self.wait([self.publish(topic, b"%d" % now)])
+            seen = {}
             try:
-                self._wildcards = topic in self.retained(["%s/probe/+" % root], want=[topic])
+                seen = self.retained(["%s/probe/+" % root], settle=0.2)  # all of them: stale ones too
+                self._wildcards = topic in seen
             finally:
-                self.wait([self.publish(topic, b"")])
+                stale = [t for t, sent in seen.items() if t != topic and not _recent(sent, now)]
+                self.wait([self.publish(t, b"") for t in [topic] + stale])
         return self._wildcards
 
     def retained_under(self, root, filters, exact, what, settle=0.5):

@@ -4,6 +4,7 @@ read a fleet folder's topics one by one on the first kind, and refuse, before ch
 where they would otherwise read nothing and act on it (prune, timestamp)."""
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -52,6 +53,18 @@ def test_the_probe_tells_the_brokers_apart_and_leaves_nothing_behind(mosquitto, 
             assert conn.wildcard_retained(root) is expected
             probe = "%s/probe/%s" % (root, conn.client_id)
         assert _held(mq, [probe]) == {}  # cleared again
+
+
+def test_a_probe_clears_what_tools_that_died_mid_probe_left_and_keeps_a_running_ones(mosquitto):
+    mq, root = mosquitto(), _root()
+    now = int(time.time())
+    left = {"%s/probe/old" % root: b"%d" % (now - hostbroker.PROBE_STALE_S - 5), "%s/probe/unreadable" % root: b"1x",
+            "%s/probe/running" % root: b"%d" % (now - 5)}
+    with hostbroker.Connection(mq.host, mq.port) as conn:
+        conn.wait([conn.publish(topic, payload) for topic, payload in left.items()])
+    with hostbroker.Connection(mq.host, mq.port) as conn:
+        assert conn.wildcard_retained(root)
+    assert _held(mq, list(left)) == {"%s/probe/running" % root: b"%d" % (now - 5)}
 
 
 def test_prune_refuses_on_rabbitmq_without_the_fleet_then_checks_its_topics(rabbitmq, tmp_path, capsys):
