@@ -312,7 +312,7 @@ class config_file(_Corpus):
             cfg = json.loads(self.good)
             for _ in range(1 + rng.below(3)):
                 key = rng.pick(sorted(cfg))
-                if key == "broker" and type(cfg["broker"]) is dict and rng.chance(2):
+                if key == "broker" and type(cfg["broker"]) is dict and cfg["broker"] and rng.chance(2):
                     cfg["broker"][rng.pick(sorted(cfg["broker"]))] = rng.pick(_ODD)
                 else:
                     cfg[key] = rng.pick(_ODD)
