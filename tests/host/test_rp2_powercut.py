@@ -4,7 +4,7 @@ to the confirmation, and comes back at once. Every board must run a working appl
 every boot and finish the update by itself.
 
 The cut is placed by counting flash operations (the simulator's `--cut-at`), so no network and
-no timing is involved: `make test` runs 100 cuts, `OTA_SOAK=1` 1000."""
+no timing is involved: `make test` runs 200 cuts, `OTA_SOAK=1` 1000."""
 import hashlib
 import json
 import os
@@ -19,7 +19,7 @@ from rp2_env import BundleSigner, Rp2Device, bundle_board_files, events, stage
 from mpota import bundle, signing
 
 SOAK = os.environ.get("OTA_SOAK") == "1"
-RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 100))
+RUNS = int(os.environ.get("OTA_CUTS", 1000 if SOAK else 200))
 WORKERS = 2
 OPS = re.compile(r"^\[sim\] flash operations: (\d+)$", re.M)
 
