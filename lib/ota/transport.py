@@ -165,8 +165,11 @@ class Transport:
     # --- status ---
     def rollout(self, release):
         """The rollout id the winning level's note gives for `release` (any release when None).
-        Once a rollout ends (halted or done, its note withdrawn), reports about the release it
-        delivered still name it: the note last used for that release is kept."""
+        Before any manifest is in (just connected: the notes come first), the most specific note
+        about `release` names it, so the first reports of a boot (a rollback, say) name their
+        rollout even if it ends before the manifests arrive. Once a rollout ends (halted or done,
+        its note withdrawn), reports about the release it delivered still name it: the note last
+        used for that release is kept."""
         for level in (2, 1, 0):
             if self.blobs[level] is not None:
                 note = self.notes[level]
@@ -174,6 +177,12 @@ class Transport:
                     self.named = note
                     return note[0]
                 break
+        else:
+            for level in (2, 1, 0):
+                note = self.notes[level]
+                if note and release is not None and note[1] == release:
+                    self.named = note
+                    return note[0]
         named = self.named
         return named[0] if named and release is not None and named[1] == release else None
 

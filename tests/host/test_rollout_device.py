@@ -70,3 +70,18 @@ t.blobs[0], t.notes[0] = b"pin", ("r8", "rel2")
 print("next", t.rollout("rel2"), t.rollout("rel1"))
 """).stdout.split("\n")
     assert out[:3] == ["pinned r7 None r7", "withdrawn r7 None None", "next r8 None"]
+
+
+def test_the_first_reports_of_a_boot_name_the_rollout_before_the_manifests_arrive():
+    """After a reset (a failed trial rolled back, say) the notes come in before the manifests; a
+    report sent between the two names the rollout its note gives for that release, so it still
+    does once the runner, halting on that report, has withdrawn the pins before the manifests came."""
+    out = mpunix.run("""
+from ota.transport import Transport
+t = Transport(None, None, "dev-a", "plant", group="canary")
+t.notes[0], t.notes[1] = ("r1", "old"), ("r7", "rel1")
+print("notes only", t.rollout("old"), t.rollout("rel2"), t.rollout(None), t.rollout("rel1"))
+t.notes[0] = t.notes[1] = None
+print("withdrawn", t.rollout("rel1"), t.rollout("rel2"))
+""").stdout.split("\n")
+    assert out[:2] == ["notes only r1 None None r7", "withdrawn r7 None"]
