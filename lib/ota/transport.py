@@ -170,19 +170,16 @@ class Transport:
         rollout even if it ends before the manifests arrive. Once a rollout ends (halted or done,
         its note withdrawn), reports about the release it delivered still name it: the note last
         used for that release is kept."""
+        levels: tuple = (2, 1, 0) if release is not None else ()  # no manifest in yet: any note about it
         for level in (2, 1, 0):
             if self.blobs[level] is not None:
-                note = self.notes[level]
-                if note and (release is None or note[1] == release):
-                    self.named = note
-                    return note[0]
+                levels = (level,)  # the winning level's note only
                 break
-        else:
-            for level in (2, 1, 0):
-                note = self.notes[level]
-                if note and release is not None and note[1] == release:
-                    self.named = note
-                    return note[0]
+        for level in levels:
+            note = self.notes[level]
+            if note and (release is None or note[1] == release):
+                self.named = note
+                return note[0]
         named = self.named
         return named[0] if named and release is not None and named[1] == release else None
 
