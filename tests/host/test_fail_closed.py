@@ -41,6 +41,21 @@ def run(sim_snippet):
     return go
 
 
+def _trusted(tmp_path):
+    """A signer whose trust file the board in `tmp_path` holds."""
+    signer = new_signer(tmp_path / "keys")
+    (tmp_path / ".ota").mkdir(exist_ok=True)
+    (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
+    return signer
+
+
+def _staged_release(tmp_path, counter):
+    """A signed release's manifest blob, also left in `m.bin` for the board to offer."""
+    blob, _ = _trusted(tmp_path).release("2.0.0", {"fw": "x = 1\n"}, counter=counter, size=16 * 1024)
+    (tmp_path / "m.bin").write_bytes(blob)
+    return blob
+
+
 # Each damage leaves one history copy unusable: torn, flipped, or whole (CRC right) but wrong.
 DAMAGES = """
 DAMAGES = [
@@ -81,11 +96,7 @@ print(json.dumps([results, len([s for s in seen if s[0] == "fault" and s[1] == "
 
 
 def test_no_readable_history_copy_refuses_every_update_with_a_typed_error(run, tmp_path):
-    signer = new_signer(tmp_path / "keys")
-    blob, _ = signer.release("2.0.0", {"fw": "x = 1\n"}, counter=9, size=16 * 1024)
-    (tmp_path / ".ota").mkdir(exist_ok=True)
-    (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
-    (tmp_path / "m.bin").write_bytes(blob)
+    _staged_release(tmp_path, 9)
     out = run(DAMAGES + """
 from ota import trust
 from ota.updater import Updater
@@ -122,11 +133,7 @@ print(json.dumps([first, history.load()["counter"], store.present("history")]))
 
 
 def test_a_progress_record_with_a_right_crc_and_wrong_content_never_wedges_offer(run, tmp_path):
-    signer = new_signer(tmp_path / "keys")
-    blob, _ = signer.release("2.0.0", {"fw": "x = 1\n"}, counter=3, size=16 * 1024)
-    (tmp_path / ".ota").mkdir(exist_ok=True)
-    (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
-    (tmp_path / "m.bin").write_bytes(blob)
+    blob = _staged_release(tmp_path, 3)
     rid = release_id(blob)
     out = run("""
 import struct
@@ -246,9 +253,7 @@ print(json.dumps([outcome(lambda: config.check(c)) for c in (
 
 
 def test_memory_error_in_the_service_is_reported_and_polling_goes_on(run, tmp_path):
-    signer = new_signer(tmp_path / "keys")
-    (tmp_path / ".ota").mkdir(exist_ok=True)
-    (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
+    _trusted(tmp_path)
     out = run("""
 import ota.service
 from ota.mqtt import MQTTClient
@@ -277,11 +282,7 @@ print(json.dumps([Link.calls, [s for s in seen if s[0] == "fault"]]))
 
 
 def test_running_out_of_memory_while_checking_a_manifest_is_not_blamed_on_the_release(run, tmp_path):
-    signer = new_signer(tmp_path / "keys")
-    blob, _ = signer.release("2.0.0", {"fw": "x = 1\n"}, counter=9, size=16 * 1024)
-    (tmp_path / ".ota").mkdir(exist_ok=True)
-    (tmp_path / ".ota" / "trust.bin").write_bytes(signer.trust.read_bytes())
-    (tmp_path / "m.bin").write_bytes(blob)
+    _staged_release(tmp_path, 9)
     out = run("""
 from ota import manifest, trust
 from ota.updater import Updater
