@@ -27,6 +27,13 @@ VM heap, and subtracts what such a board holds when its main.py starts (the simu
 start-up, and the LittleFS mount, which is the board's own: about 0.8 KB kinder). Also measured in the same run: what each module of the package holds once
 imported, and what one TLS connection holds in the heap when a bare client opens it.
 
+Baseline for the idle case, bisected the same way in the same run: umqtt.simple (the package
+index's, fetched by `make setup`), the smallest connected MQTT client there is, as `.mpy` where
+the package is, connected over the same link (TLS verifying the broker, through a six-line `ussl`
+in the script: umqtt.simple 1.3.4 imports that name, this port has `tls`), subscribed to the fleet's manifest topic and
+pinging for 5 s. It keeps no receive buffer, no state and no reconnection: it is the floor under
+the idle figure, not a client that could fetch a release.
+
 TLS: on this port (a standard unix build) mbedtls allocates its session and record buffers with
 the C library's calloc, not from the MicroPython heap (extmod/mbedtls/mbedtls_config_common.h
 routes them to m_tracked_calloc only under MICROPY_MBEDTLS_CONFIG_BARE_METAL, which
@@ -87,7 +94,7 @@ while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
 BASELINE_SCRIPT = simboard.FIRMWARE_FIRST + """import json, sys, time, tls
 
 
-class ussl:  # what umqtt.simple 1.3.4 imports; the esp32 firmware's frozen ssl module does the same
+class ussl:  # what umqtt.simple 1.3.4 imports, done with the `tls` module this port has
     def wrap_socket(sock, cadata, server_hostname):
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = tls.CERT_REQUIRED
@@ -413,6 +420,14 @@ def main():
     print("%-44s %6s %12s %12s %14s" % ("what", "where", "smallest", "simulator", "application"))
     for what, kind, sim_bytes, kib in rows:
         print("%-44s %6s %9d KiB %8.1f KiB %10.1f KiB" % (what, kind, kib, sim_bytes / 1024, kib - sim_bytes / 1024))
+    floors = {(kind, what.split("(")[-1]): kib - sim_bytes / 1024 for what, kind, sim_bytes, kib in rows
+              if what.strip().startswith("baseline")}
+    for what, kind, sim_bytes, kib in rows:
+        floor = floors.get((kind, what.split("(")[-1])) if what.startswith("idle") else None
+        if floor:
+            share = kib - sim_bytes / 1024
+            print("%s %s: the application's share is %.2f x umqtt.simple's, %.1f KiB above it"
+                  % (what, kind, share / floor, share - floor))
     print()
     print("TLS: mbedtls's buffers are outside the MicroPython heap on this port (and on an ESP32); what one")
     print("TLS connection holds in the heap, opened by a bare client in this run: %.1f KiB (in every TLS row" % (tls / 1024))
