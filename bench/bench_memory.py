@@ -27,12 +27,16 @@ VM heap, and subtracts what such a board holds when its main.py starts (the simu
 start-up, and the LittleFS mount, which is the board's own: about 0.8 KB kinder). Also measured in the same run: what each module of the package holds once
 imported, and what one TLS connection holds in the heap when a bare client opens it.
 
-Baseline for the idle case, bisected the same way in the same run: umqtt.simple (the package
-index's, fetched by `make setup`), the smallest connected MQTT client there is, as `.mpy` where
-the package is, connected over the same link (TLS verifying the broker, through a six-line `ussl`
-in the script: umqtt.simple 1.3.4 imports that name, this port has `tls`), subscribed to the fleet's manifest topic and
-pinging for 5 s. It keeps no receive buffer, no state and no reconnection: it is the floor under
-the idle figure, not a client that could fetch a release.
+Baselines, bisected the same way in the same run, with umqtt.simple (the package index's, fetched
+by `make setup`), the smallest MQTT client there is, as `.mpy` where the package is, connected
+over the same link (TLS verifying the broker, through a six-line `ussl` in the script:
+umqtt.simple 1.3.4 imports that name, this port has `tls`):
+- under idle: connected, subscribed to the fleet's manifest topic and pinging for 5 s; it keeps
+  no receive buffer, no state and no reconnection;
+- under the full update: the update a script pasted from a forum makes, every chunk of the same
+  retained release written into the next OTA slot as it arrives, then `set_boot`; no signature,
+  digest, resume, status or trial.
+They are floors, not alternatives: neither could update a board safely.
 
 TLS: on this port (a standard unix build) mbedtls allocates its session and record buffers with
 the C library's calloc, not from the MicroPython heap (extmod/mbedtls/mbedtls_config_common.h
@@ -91,7 +95,7 @@ while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
 # The floor under the idle figure: the smallest connected MQTT client there is, umqtt.simple (from
 # the package index, `make setup` fetches it), deployed as the package is, connected the same way
 # (TLS verifying the broker, or plain), subscribed to the fleet's manifest topic, pinging.
-BASELINE_SCRIPT = simboard.FIRMWARE_FIRST + """import json, sys, time, tls
+UMQTT_CONNECTED = simboard.FIRMWARE_FIRST + """import json, sys, time, tls
 
 
 class ussl:  # what umqtt.simple 1.3.4 imports, done with the `tls` module this port has
@@ -111,10 +115,11 @@ params = {}
 if b["tls"]:
     with open(b["ca"], "rb") as f:
         params = {"cadata": f.read(), "server_hostname": b["server_hostname"]}
-client = MQTTClient(cfg["device_id"], b["host"], b["port"], keepalive=2, ssl=b["tls"], ssl_params=params)
+client = MQTTClient(cfg["device_id"], b["host"], b["port"], keepalive=%(keepalive)d, ssl=b["tls"], ssl_params=params)
 del cfg, b, params
 client.connect()
-client.set_callback(lambda topic, msg: None)
+"""
+BASELINE_SCRIPT = UMQTT_CONNECTED + """client.set_callback(lambda topic, msg: None)
 client.subscribe(b"ota/manifest/%(fleet)s", 1)
 start = pinged = time.ticks_ms()
 while time.ticks_diff(time.ticks_ms(), start) < 5000:
@@ -124,6 +129,33 @@ while time.ticks_diff(time.ticks_ms(), start) < 5000:
         pinged = time.ticks_ms()
     time.sleep_ms(100)
 print("IDLE OK")
+"""
+# The floor under the full update: an update as a script pasted from a forum does it, with
+# umqtt.simple: every chunk of the release written into the next OTA slot as it comes (the
+# 3-argument writeblocks erases its 4 KiB sector first), then set_boot. No signature, no digest,
+# no resume, no status, no trial: only the transfer into flash the service also does.
+BASELINE_UPDATE_SCRIPT = UMQTT_CONNECTED + """import esp32
+part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+got = 0
+
+
+def chunk(topic, msg):
+    global got
+    i = int(topic[topic.rfind(b"/") + 1:])
+    if i < %(chunks)d:  # after the payload come the digest table's index and pages
+        part.writeblocks(i, msg)
+        got += 1
+
+
+client.set_callback(chunk)
+client.subscribe(b"ota/fw/%(release)s/+", 1)
+start = time.ticks_ms()
+while got < %(chunks)d and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
+    if client.check_msg() is None:
+        time.sleep_ms(1)
+if got == %(chunks)d:
+    part.set_boot()
+    print("UPDATE OK")
 """
 DEVICE_LIBS = simboard.ROOT / "build" / "devicelibs"  # where `make setup` puts umqtt.simple
 
@@ -269,8 +301,9 @@ def deployment(romfs):
 class BareProbes:
     """Probes that run one bare board process (no supervisor) per try."""
 
-    def __init__(self, work, broker, signer, limit_s, romfs):
+    def __init__(self, work, broker, signer, limit_s, romfs, release=None):
         self.work, self.broker, self.signer, self.limit_s, self.romfs = Path(work), broker, signer, limit_s, romfs
+        self.release = release  # the id of the release the broker holds, for the baseline update
         self.n = 0
 
     def _run(self, script, kib, keepalive=30, umqtt=False):
@@ -279,9 +312,12 @@ class BareProbes:
                                extra_config={"broker": dict(self.broker_config(self.broker), keepalive=keepalive)},
                                romfs=self.romfs)
         if umqtt:
+            if not (DEVICE_LIBS / "umqtt" / "simple.py").exists():
+                raise SystemExit("umqtt.simple is missing from %s: run `make setup`" % DEVICE_LIBS)
             board.add_library(DEVICE_LIBS / "umqtt")
-        return board.run_bare(script % {"limit_ms": self.limit_s * 1000, "fleet": simboard.FLEET}, "%dK" % kib,
-                              timeout=self.limit_s + 30)
+        values = {"limit_ms": self.limit_s * 1000, "fleet": simboard.FLEET, "keepalive": keepalive,
+                  "release": self.release, "chunks": simboard.SLOT_SIZE // 4096}
+        return board.run_bare(script % values, "%dK" % kib, timeout=self.limit_s + 30)
 
     @staticmethod
     def broker_config(broker):
@@ -292,9 +328,10 @@ class BareProbes:
         return "IDLE OK" in self._run(IDLE_SCRIPT, kib, keepalive=2).stdout
 
     def baseline(self, kib):
-        if not (DEVICE_LIBS / "umqtt" / "simple.py").exists():
-            raise SystemExit("umqtt.simple is missing from %s: run `make setup`" % DEVICE_LIBS)
-        return "IDLE OK" in self._run(BASELINE_SCRIPT, kib, umqtt=True).stdout
+        return "IDLE OK" in self._run(BASELINE_SCRIPT, kib, keepalive=2, umqtt=True).stdout
+
+    def baseline_update(self, kib):
+        return "UPDATE OK" in self._run(BASELINE_UPDATE_SCRIPT, kib, umqtt=True).stdout
 
     def update(self, kib):
         out = self._run(simboard.UPDATE_SCRIPT, kib).stdout
@@ -341,13 +378,15 @@ class ServiceProbe:
 
 
 def publish(broker, signer):
+    """Publish a 1.5 MiB release of 4 KiB chunks for the fleet; returns its id."""
     blob, image = signer.release("2.0.0", counter=2)
     with simboard.connection(broker) as conn:
-        publish_release(conn, blob, image, ["ota/manifest/" + simboard.FLEET])
+        return publish_release(conn, blob, image, ["ota/manifest/" + simboard.FLEET])
 
 
-def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows):
-    """The cases in `only` for one deployment of the package, whose simulator share is `sim`."""
+def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows, releases):
+    """The cases in `only` for one deployment of the package, whose simulator share is `sim`;
+    `releases`: the id of the release each link's broker holds."""
     links = opts.links.split(",")
     bounds = tuple(int(k) for k in opts.bounds.split(",")) if opts.bounds else None
     kind = deployment(romfs)
@@ -362,9 +401,13 @@ def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows):
                                        *(bounds or (8, 256)))))
     if "update" in only:
         for link in links:
-            probes = BareProbes(work / ("update-" + link), brokers[link], signer, opts.limit, romfs)
+            probes = BareProbes(work / ("update-" + link), brokers[link], signer, opts.limit, romfs,
+                                release=releases[link])
             rows.append(("full 1.5 MiB update (%s)" % link, kind, sim,
                          smallest_heap("%s update %s" % (kind, link), probes.update, *(bounds or (16, 512)))))
+            rows.append(("  baseline: umqtt.simple into the slot (%s)" % link, kind, sim,
+                         smallest_heap("%s umqtt.simple update %s" % (kind, link), probes.baseline_update,
+                                       *(bounds or (8, 512)))))
     if "service" in only:
         probe = ServiceProbe(work / "service", brokers["tls"], signer, opts.limit, romfs)
         allowance = supervisor.SIM_HEAP_ALLOWANCE // 1024
@@ -398,13 +441,14 @@ def main():
                 modules[kind] = measure(work, "modules-" + kind, brokers["tls"], signer,
                                         MODULES_SCRIPT % {"modules": MODULES}, kind == "romfs")
             only = set(opts.only.split(","))
+            releases = {}
             for cases in ({"idle"} & only, {"update", "service"} & only):  # idle before any release is out
                 if cases and "idle" not in cases:
                     say("publishing a 1.5 MiB release (4 KiB chunks) to both brokers")
-                    for broker in brokers.values():
-                        publish(broker, signer)
+                    releases = {link: publish(broker, signer) for link, broker in brokers.items()}
                 for kind in deploys if cases else ():
-                    measure_deployment(work, brokers, signer, opts, kind == "romfs", cases, sims[kind], rows)
+                    measure_deployment(work, brokers, signer, opts, kind == "romfs", cases, sims[kind], rows,
+                                       releases)
         finally:
             for broker in brokers.values():
                 broker.stop()
@@ -420,12 +464,10 @@ def main():
     print("%-44s %6s %12s %12s %14s" % ("what", "where", "smallest", "simulator", "application"))
     for what, kind, sim_bytes, kib in rows:
         print("%-44s %6s %9d KiB %8.1f KiB %10.1f KiB" % (what, kind, kib, sim_bytes / 1024, kib - sim_bytes / 1024))
-    floors = {(kind, what.split("(")[-1]): kib - sim_bytes / 1024 for what, kind, sim_bytes, kib in rows
-              if what.strip().startswith("baseline")}
-    for what, kind, sim_bytes, kib in rows:
-        floor = floors.get((kind, what.split("(")[-1])) if what.startswith("idle") else None
-        if floor:
-            share = kib - sim_bytes / 1024
+    for i, (what, kind, sim_bytes, kib) in enumerate(rows[:-1]):
+        floor_what, _, floor_sim, floor_kib = rows[i + 1]
+        if floor_what.strip().startswith("baseline"):  # each baseline follows the case it is the floor of
+            share, floor = kib - sim_bytes / 1024, floor_kib - floor_sim / 1024
             print("%s %s: the application's share is %.2f x umqtt.simple's, %.1f KiB above it"
                   % (what, kind, share / floor, share - floor))
     print()
