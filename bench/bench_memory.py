@@ -92,9 +92,9 @@ while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
         since = None
 """
 
-# The floor under the idle figure: the smallest connected MQTT client there is, umqtt.simple (from
-# the package index, `make setup` fetches it), deployed as the package is, connected the same way
-# (TLS verifying the broker, or plain), subscribed to the fleet's manifest topic, pinging.
+# What both baselines start from: the smallest MQTT client there is, umqtt.simple (from the
+# package index, `make setup` fetches it), deployed as the package is, connected the same way
+# (TLS verifying the broker, or plain).
 UMQTT_CONNECTED = simboard.FIRMWARE_FIRST + """import json, sys, time, tls
 
 
@@ -119,6 +119,7 @@ client = MQTTClient(cfg["device_id"], b["host"], b["port"], keepalive=%(keepaliv
 del cfg, b, params
 client.connect()
 """
+# The floor under the idle figure: subscribed to the fleet's manifest topic, pinging.
 BASELINE_SCRIPT = UMQTT_CONNECTED + """client.set_callback(lambda topic, msg: None)
 client.subscribe(b"ota/manifest/%(fleet)s", 1)
 start = pinged = time.ticks_ms()
