@@ -153,14 +153,10 @@ class Board:
                               table_path=self.table, romfs=romfs)
 
     def add_library(self, package):
-        """Put a third-party device package (`package`: a folder of `.py` files) on the board as
+        """Put a third-party device package (`package`: a flat folder of `.py` files) on the board as
         `.mpy` where the `ota` package is: in lib/, or in the ROMFS, rebuilt with both."""
         tree = self.dir / "libs"
-        for src in sorted(Path(package).rglob("*.py")):
-            name = src.relative_to(Path(package).parent)
-            out = tree / "lib" / name.with_suffix(".mpy")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([str(MPY_CROSS), "-s", str(name), "-o", str(out), str(src)], check=True)
+        mpy.build("bytecode", tree / "lib" / Path(package).name, package=package)
         if not self.romfs:
             shutil.copytree(tree / "lib", self.fs / "lib", dirs_exist_ok=True)
             return
