@@ -1,7 +1,10 @@
 """The heap a device needs for the OTA: the smallest `-X heapsize` of the MicroPython unix port,
 in 1 KiB steps, in which each of these passes, with the `ota` package as `.mpy` deployed both
 ways `mpota provision` stages a board: in a ROMFS partition (`--romfs`: bytecode runs in place
-from flash) and in lib/ on the filesystem (each module's bytecode copied into the heap):
+from flash) and in lib/ on the filesystem (each module's bytecode copied into the heap); and, on
+request, frozen into the unix port (`--deploy frozen --micropython PORT`: a build of the same port
+with `FROZEN_MANIFEST` naming the package and umqtt, as a product freezes it with manifest.py;
+bytecode and names are then in the binary, as they are in a board's flash):
 
 - idle: after `ota.boot()` (as boot.py runs it), `ota.service.start()` connects (TLS, and
   plain), subscribes, and stays connected for 5 s with a 2 s keepalive (pings), with no release
@@ -28,8 +31,8 @@ start-up, and the LittleFS mount, which is the board's own: about 0.8 KB kinder)
 imported, and what one TLS connection holds in the heap when a bare client opens it.
 
 Baselines, bisected the same way in the same run, with umqtt.simple (the package index's, fetched
-by `make setup`), the smallest MQTT client there is, as `.mpy` where the package is, connected
-over the same link (TLS verifying the broker, through a six-line `ussl` in the script:
+by `make setup`), the smallest MQTT client there is, as `.mpy` where the package is (frozen beside
+it in a frozen port), connected over the same link (TLS verifying the broker, through a six-line `ussl` in the script:
 umqtt.simple 1.3.4 imports that name, this port has `tls`):
 - under idle: connected, subscribed to the fleet's manifest topic and pinging for 5 s; it keeps
   no receive buffer, no state and no reconnection;
@@ -49,7 +52,7 @@ figures here. Objects on this 64-bit port are wider than on a 32-bit board.
 
 It takes 5 to 30 minutes: it says what it is doing as it goes.
 Usage: python bench/bench_memory.py [--only idle,update,service] [--links tls,plain]
-       [--deploy romfs,fs] [--bounds LOW,HIGH] [--limit S]
+       [--deploy romfs,fs,frozen] [--micropython PORT] [--bounds LOW,HIGH] [--limit S]
 """
 import argparse
 import json
@@ -251,35 +254,35 @@ def _reliably(probe, kib):
     return all(probe(kib) for _ in range(RELIABLE))
 
 
-def measure(work, name, broker, signer, script, romfs=False):
+def measure(work, name, broker, signer, script, deploy="fs"):
     """The lines a measuring script prints, run bare on a board of its own with 1 MiB of heap."""
     board = simboard.Board(Path(work) / name, broker, signer, extra_config={"broker": BareProbes.broker_config(broker)},
-                           romfs=romfs)
+                           deploy=deploy)
     proc = board.run_bare(script, "1024K", timeout=60)
     if proc.returncode:
         raise SystemExit("measuring %s failed:\n%s" % (name, proc.stderr))
     return proc.stdout.split()
 
 
-def sim_share(work, broker, signer, romfs):
+def sim_share(work, broker, signer, deploy):
     """Bytes the simulator's modules hold once imported with both partitions open (the image
     check `set_boot` runs included: `esp32` loads it up front, as firmware is there from boot),
     and the ROMFS mounted on a board that has one."""
-    return int(measure(work, "sim-share-%s" % deployment(romfs), broker, signer, SIM_SHARE_SCRIPT, romfs)[0])
+    return int(measure(work, "sim-share-" + deploy, broker, signer, SIM_SHARE_SCRIPT, deploy)[0])
 
 
-def supervised_share(work, broker, signer, romfs):
+def supervised_share(work, broker, signer, deploy):
     """Bytes a board under the supervisor holds when its main.py starts, with an empty boot.py:
     the simulator's modules and its port start-up (firmware on a board), and the LittleFS mount
     of "/" (the board's own, about 0.8 KB: counted here with the simulator, so the service path's
     application share is that much kinder). The VM's heap is `--heapsize` + the supervisor's
     allowance for the simulator (SIM_HEAP_ALLOWANCE)."""
-    folder = Path(work) / ("supervised-share-%s" % deployment(romfs))
+    folder = Path(work) / ("supervised-share-" + deploy)
     folder.mkdir(parents=True)
     (folder / "boot.py").write_text("")
     (folder / "main.py").write_text("import gc\ngc.collect()\nprint('SHARE', gc.mem_alloc())\n")
     board = simboard.Board(folder / "board", broker, signer, main=folder / "main.py", boot=folder / "boot.py",
-                           romfs=romfs)
+                           deploy=deploy)
     proc = board.start_supervised("1000K", folder / "console.log")
     try:
         deadline = time.monotonic() + 60
@@ -295,15 +298,11 @@ def supervised_share(work, broker, signer, romfs):
         proc.wait()
 
 
-def deployment(romfs):
-    return "romfs" if romfs else "fs"
-
-
 class BareProbes:
     """Probes that run one bare board process (no supervisor) per try."""
 
-    def __init__(self, work, broker, signer, limit_s, romfs, release=None):
-        self.work, self.broker, self.signer, self.limit_s, self.romfs = Path(work), broker, signer, limit_s, romfs
+    def __init__(self, work, broker, signer, limit_s, deploy, release=None):
+        self.work, self.broker, self.signer, self.limit_s, self.deploy = Path(work), broker, signer, limit_s, deploy
         self.release = release  # the id of the release the broker holds, for the baseline update
         self.n = 0
 
@@ -311,7 +310,7 @@ class BareProbes:
         self.n += 1
         board = simboard.Board(self.work / ("probe%d" % self.n), self.broker, self.signer, device_id="mem%d" % self.n,
                                extra_config={"broker": dict(self.broker_config(self.broker), keepalive=keepalive)},
-                               romfs=self.romfs)
+                               deploy=self.deploy)
         if umqtt:
             if not (DEVICE_LIBS / "umqtt" / "simple.py").exists():
                 raise SystemExit("umqtt.simple is missing from %s: run `make setup`" % DEVICE_LIBS)
@@ -344,8 +343,8 @@ class ServiceProbe:
     A traceback on the board's console (a MemoryError, mostly) fails the try at once: the board
     would only sit idle or reboot."""
 
-    def __init__(self, work, broker, signer, limit_s, romfs):
-        self.work, self.broker, self.signer, self.limit_s, self.romfs = Path(work), broker, signer, limit_s, romfs
+    def __init__(self, work, broker, signer, limit_s, deploy):
+        self.work, self.broker, self.signer, self.limit_s, self.deploy = Path(work), broker, signer, limit_s, deploy
         self.n = 0
 
     def __call__(self, kib):
@@ -353,7 +352,7 @@ class ServiceProbe:
         device = "svc%d" % self.n
         folder = self.work / ("service%d" % self.n)
         board = simboard.Board(folder, self.broker, self.signer, device_id=device,
-                               extra_config={"wdt_ms": 5000, "confirm_within_ms": 120000}, romfs=self.romfs)
+                               extra_config={"wdt_ms": 5000, "confirm_within_ms": 120000}, deploy=self.deploy)
         proc = board.start_supervised("%dK" % kib, folder / "console.log")
         topic = "ota/status/%s/state" % device
         console = folder / "console.log"
@@ -385,16 +384,15 @@ def publish(broker, signer):
         return publish_release(conn, blob, image, ["ota/manifest/" + simboard.FLEET])
 
 
-def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows, releases):
+def measure_deployment(work, brokers, signer, opts, kind, only, sim, rows, releases):
     """The cases in `only` for one deployment of the package, whose simulator share is `sim`;
     `releases`: the id of the release each link's broker holds."""
     links = opts.links.split(",")
     bounds = tuple(int(k) for k in opts.bounds.split(",")) if opts.bounds else None
-    kind = deployment(romfs)
     work = Path(work) / kind / "-".join(sorted(only))
     if "idle" in only:
         for link in links:
-            probes = BareProbes(work / ("idle-" + link), brokers[link], signer, opts.limit, romfs)
+            probes = BareProbes(work / ("idle-" + link), brokers[link], signer, opts.limit, kind)
             rows.append(("idle, connected (%s)" % link, kind, sim,
                          smallest_heap("%s idle %s" % (kind, link), probes.idle, *(bounds or (8, 256)))))
             rows.append(("  baseline: umqtt.simple connected (%s)" % link, kind, sim,
@@ -402,7 +400,7 @@ def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows, rele
                                        *(bounds or (8, 256)))))
     if "update" in only:
         for link in links:
-            probes = BareProbes(work / ("update-" + link), brokers[link], signer, opts.limit, romfs,
+            probes = BareProbes(work / ("update-" + link), brokers[link], signer, opts.limit, kind,
                                 release=releases[link])
             rows.append(("full 1.5 MiB update (%s)" % link, kind, sim,
                          smallest_heap("%s update %s" % (kind, link), probes.update, *(bounds or (16, 512)))))
@@ -410,9 +408,9 @@ def measure_deployment(work, brokers, signer, opts, romfs, only, sim, rows, rele
                          smallest_heap("%s umqtt.simple update %s" % (kind, link), probes.baseline_update,
                                        *(bounds or (8, 512)))))
     if "service" in only:
-        probe = ServiceProbe(work / "service", brokers["tls"], signer, opts.limit, romfs)
+        probe = ServiceProbe(work / "service", brokers["tls"], signer, opts.limit, kind)
         allowance = supervisor.SIM_HEAP_ALLOWANCE // 1024
-        started = supervised_share(work, brokers["tls"], signer, romfs)
+        started = supervised_share(work, brokers["tls"], signer, kind)
         rows.append(("service path, publish -> confirmed (tls)", kind, started,
                      allowance + smallest_heap("%s service" % kind, probe, *(bounds or (16, 512)))))
 
@@ -422,11 +420,24 @@ def main():
     ap.add_argument("--only", default="idle,update,service", help="which measurements, comma-separated")
     ap.add_argument("--links", default="tls,plain", help="idle and full update over these links, comma-separated")
     ap.add_argument("--deploy", default="romfs,fs", help="where the package is: romfs (a ROMFS partition, run in "
-                                                         "place) and/or fs (lib/ on the filesystem), comma-separated")
+                                                         "place), fs (lib/ on the filesystem) and/or frozen (into "
+                                                         "the port --micropython names), comma-separated")
+    ap.add_argument("--micropython", type=Path, help="the unix port to run instead of the venv's: a build of the "
+                    "same port with `ota` and umqtt frozen in, for --deploy frozen (docs/PIPELINE.md says how)")
     ap.add_argument("--bounds", help="LOW,HIGH KiB for every search instead of its default (LOW must fail, "
                                      "HIGH pass: both are run): quicker when the answer is roughly known")
     ap.add_argument("--limit", type=int, default=180, help="seconds one try may take before it counts as failed")
     opts = ap.parse_args()
+    deploys = opts.deploy.split(",")
+    if set(deploys) - set(simboard.DEPLOYS):
+        ap.error("--deploy: each of %s" % ", ".join(simboard.DEPLOYS))
+    if opts.micropython:
+        simboard.MICROPYTHON = opts.micropython.resolve()
+    if "frozen" in deploys:
+        simboard.frozen_modules(["ota.service", "ota.updater", "umqtt.simple"])
+        if "service" in opts.only.split(","):
+            ap.error("--deploy frozen measures idle and update: the supervisor lays out the firmware "
+                     "image's own frozen modules (--only idle,update)")
     signer = simboard.Signer()
     rows, modules = [], {}
     with tempfile.TemporaryDirectory(prefix="mpota-bench-memory-") as work:
@@ -435,12 +446,12 @@ def main():
         try:
             say("measuring what one TLS connection holds")
             tls = int(measure(work, "tls", brokers["tls"], signer, TLS_SCRIPT)[0])
-            deploys, sims = opts.deploy.split(","), {}
+            sims = {}
             for kind in deploys:
                 say("%s: measuring the simulator's own modules and each module of the package" % kind)
-                sims[kind] = sim_share(work, brokers["tls"], signer, kind == "romfs")
+                sims[kind] = sim_share(work, brokers["tls"], signer, kind)
                 modules[kind] = measure(work, "modules-" + kind, brokers["tls"], signer,
-                                        MODULES_SCRIPT % {"modules": MODULES}, kind == "romfs")
+                                        MODULES_SCRIPT % {"modules": MODULES}, kind)
             only = set(opts.only.split(","))
             releases = {}
             for cases in ({"idle"} & only, {"update", "service"} & only):  # idle before any release is out
@@ -448,7 +459,7 @@ def main():
                     say("publishing a 1.5 MiB release (4 KiB chunks) to both brokers")
                     releases = {link: publish(broker, signer) for link, broker in brokers.items()}
                 for kind in deploys if cases else ():
-                    measure_deployment(work, brokers, signer, opts, kind == "romfs", cases, sims[kind], rows,
+                    measure_deployment(work, brokers, signer, opts, kind, cases, sims[kind], rows,
                                        releases)
         finally:
             for broker in brokers.values():
@@ -458,7 +469,8 @@ def main():
     print("64-bit unix port")
     print("(the service path: the supervised VM's whole heap, --heapsize + %d KiB allowance);" % (supervisor.SIM_HEAP_ALLOWANCE // 1024))
     print("the ota package as .mpy, either in a ROMFS partition (romfs: bytecode runs in place from flash) or")
-    print("in lib/ on the filesystem (fs: each module's bytecode is copied into the heap). The simulator's")
+    print("in lib/ on the filesystem (fs: each module's bytecode is copied into the heap), or frozen into the")
+    print("port (frozen: bytecode and names in the binary, %s). The simulator's" % simboard.MICROPYTHON.name)
     print("modules (esp32, machine, flash model, the image check set_boot runs, socket wrapper, the ROMFS")
     print("mount) are firmware on a board and hold no heap there, so the application's share is the difference.")
     print()

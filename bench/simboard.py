@@ -127,18 +127,38 @@ class SysCounter:
         self.conn.close()
 
 
+DEPLOYS = ("romfs", "fs", "frozen")
+
+
+def frozen_modules(names):
+    """Fail loudly unless the unix port `MICROPYTHON` has each of `names` frozen in."""
+    code = ("import sys\nfor name in %r:\n    __import__(name)\n"
+            "    assert not sys.modules[name].__file__.startswith('/')" % (names,))  # frozen: a relative name
+    proc = subprocess.run([str(MICROPYTHON), "-c", code], env=dict(os.environ, MICROPYPATH=".frozen"),
+                          capture_output=True, text=True)
+    if proc.returncode:
+        why = (proc.stderr + proc.stdout).strip().splitlines()[-1]
+        raise SystemExit("%s lacks frozen %s: build the unix port with FROZEN_MANIFEST naming them "
+                         "(bench/README.md): %s" % (MICROPYTHON, ", ".join(names), why))
+
+
 class Board:
-    """One simulated ESP32 with firmware 1.0.0 in ota_0, provisioned for `broker`; with
-    `romfs`, the package is in the romfs partition (`mpota provision --romfs`), not lib/."""
+    """One simulated ESP32 with firmware 1.0.0 in ota_0, provisioned for `broker`. `deploy` says
+    where the `ota` package is: "fs", in lib/; "romfs", in the romfs partition (`mpota provision
+    --romfs`); "frozen", frozen into the unix port `MICROPYTHON` names (as a product freezes it
+    into its firmware with manifest.py): then the board has no copy of it."""
 
     def __init__(self, folder, broker, signer, device_id="bench-dev", main=ROOT / "main.py", extra_config=None,
-                 romfs=False, boot=ROOT / "boot.py"):
+                 deploy="fs", boot=ROOT / "boot.py"):
+        if deploy not in DEPLOYS:
+            raise ValueError("deploy %r: one of %s" % (deploy, ", ".join(DEPLOYS)))
         self.dir = Path(folder)
         self.fs = self.dir / "fs"
         self.flash = self.dir / "flash.bin"
-        self.table = ROMFS_PARTITIONS if romfs else PARTITIONS
-        self.romfs = romfs
-        rom = self.dir / "ota.romfs" if romfs else None
+        self.romfs = deploy == "romfs"
+        self.frozen = deploy == "frozen"
+        self.table = ROMFS_PARTITIONS if self.romfs else PARTITIONS
+        rom = self.dir / "ota.romfs" if self.romfs else None
         config = provision.device_config(device_id, "%s:%d" % (broker.host, broker.port), board=BOARD, fleet=FLEET,
                                          server_hostname="localhost")
         config["broker"]["tls"] = broker.tls
@@ -146,6 +166,8 @@ class Board:
         credentials = provision.read_credentials(broker.pki.ca_file) if broker.tls else {}
         provision.stage(self.fs, config=config, trust=signer.trust, credentials=credentials, arch="bytecode", main=main,
                         boot=boot, romfs=rom)
+        if self.frozen:
+            shutil.rmtree(self.fs / "lib" / "ota")
         self._power_on(rom.read_bytes() if rom else None)
 
     def _power_on(self, romfs):
@@ -154,7 +176,10 @@ class Board:
 
     def add_library(self, package):
         """Put a third-party device package (`package`: a flat folder of `.py` files) on the board as
-        `.mpy` where the `ota` package is: in lib/, or in the ROMFS, rebuilt with both."""
+        `.mpy` where the `ota` package is: in lib/, or in the ROMFS, rebuilt with both; a frozen
+        board's port must have it frozen too (`frozen_modules` checks)."""
+        if self.frozen:
+            return
         tree = self.dir / "libs"
         mpy.build("bytecode", tree / "lib" / Path(package).name, package=package)
         if not self.romfs:
@@ -164,7 +189,7 @@ class Board:
         self._power_on(romfs_image.image(tree))
 
     def env(self):
-        path = [str(self.fs), str(self.fs / "lib"), str(compiled_sim_modules())]
+        path = [str(self.fs)] + [".frozen"] * self.frozen + [str(self.fs / "lib"), str(compiled_sim_modules())]
         return supervisor.board_env(os.environ, sim_flash.load_table(str(self.table)),
                                     MICROPYPATH=os.pathsep.join(path) + os.pathsep, OTASIM_FLASH=str(self.flash),
                                     OTASIM_PARTITIONS=str(self.table), OTASIM_RUNNING="ota_0")
