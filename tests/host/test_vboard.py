@@ -164,9 +164,9 @@ def test_watchdog_at_the_idle_repl_and_deep_sleep_reboot_the_board(vboard):
     assert mpremote(board.port, "eval", "1 + 1").stdout.strip() == "2"
 
 
-def _at_prompt(w):
+def _at_prompt(w, board):
     """Ctrl-C until the friendly prompt shows and nothing more comes (the first Ctrl-C may
-    have gone to boot.py, and then main.py runs)."""
+    have gone to boot.py, and then main.py runs). A failure shows the board's own log."""
     for _ in range(100):
         w.seen += w.s.read(4096)
         if w.seen.endswith(b">>> "):
@@ -177,7 +177,7 @@ def _at_prompt(w):
         else:
             w.send(b"\x03")
             time.sleep(0.2)
-    raise AssertionError("no prompt: %r" % w.seen[-300:])
+    raise AssertionError("no prompt: %r\nthe board's log:\n%s" % (w.seen[-300:], board.log()[-3000:]))
 
 
 def test_ctrl_c_as_boot_py_ends_never_tears_the_next_piece_of_code(vboard):
@@ -192,7 +192,7 @@ def test_ctrl_c_as_boot_py_ends_never_tears_the_next_piece_of_code(vboard):
         w.send(b"\x04")  # soft reset: boot.py, then main.py (a loop) unless interrupted
         time.sleep(rng.random() * 0.08)
         w.send(b"\x03")
-        _at_prompt(w)
+        _at_prompt(w, board)
     w.send(b"\x01print(6 * 7)\x04")
     assert w.expect(b"\x04>").startswith(b"\r\nraw REPL; CTRL-B to exit\r\n>OK42\r\n")
     assert "panic" not in board.log() and len(board.boot_log()) == 1, board.log()
