@@ -35,8 +35,8 @@ imported, and what one TLS connection holds in the heap when a bare client opens
 
 Baselines, bisected the same way in the same run, with umqtt.simple (the package index's, fetched
 by `make setup`), the smallest MQTT client there is, as `.mpy` where the package is (frozen beside
-it in a frozen port), connected over the same link (TLS verifying the broker, through a six-line `ussl` in the script:
-umqtt.simple 1.3.4 imports that name, this port has `tls`):
+it in a frozen port), connected over the same link (TLS verifying the broker, through a six-line
+`ussl` in the script: umqtt.simple 1.3.4 imports that name, this port has `tls`):
 - under idle: connected, subscribed to the fleet's manifest topic and pinging for 5 s; it keeps
   no receive buffer, no state and no reconnection;
 - under the full update: the update a script pasted from a forum makes, every chunk of the same
@@ -503,10 +503,11 @@ def main():
         share = kib - sim_bytes / 1024
         if what.strip().startswith("baseline"):
             floor = (kind, share)
-        elif floor and floor[0] == kind and not what.startswith("service"):
+        elif floor and floor[0] == kind:  # the service path, last of its deployment, has none below it
             ratios.insert(0, "%s %s: the application's share is %.2f x umqtt.simple's, %.1f KiB above it"
                           % (what, kind, share / floor[1], share - floor[1]))
-    print("\n".join(ratios))
+    if ratios:
+        print("\n".join(ratios))
     print()
     print("TLS: mbedtls's buffers are outside the MicroPython heap on this port (and on an ESP32); what one")
     print("TLS connection holds in the heap, opened by a bare client in this run: %.1f KiB (in every TLS row" % (tls / 1024))

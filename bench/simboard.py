@@ -153,6 +153,8 @@ class Board:
                  deploy="fs", boot=ROOT / "boot.py"):
         if deploy not in DEPLOYS:
             raise ValueError("deploy %r: one of %s" % (deploy, ", ".join(DEPLOYS)))
+        if deploy == "frozen" and FROZEN_PORT is None:
+            raise ValueError("a frozen board needs FROZEN_PORT, the port the package is frozen into")
         self.dir = Path(folder)
         self.fs = self.dir / "fs"
         self.flash = self.dir / "flash.bin"
